@@ -1,0 +1,65 @@
+"""dsm_jax: generative models built from denoising autoencoders, in JAX.
+
+Convention: ``energy_fn(params, x) -> E`` of shape ``(batch,)``; density ∝ exp(−E).
+See :mod:`dsm_jax.core` for how the DDE and MDSM papers' signs map onto it.
+"""
+from dsm_jax.core import (
+    denoiser,
+    dsm_loss,
+    energy_and_grad,
+    kl_generator_loss,
+    mdsm_loss,
+    sample_sigmas,
+    score,
+)
+from dsm_jax.dde import DDEState, geometric_sigma_schedule, init_dde_state, make_dde_step, make_q_warmup_step
+from dsm_jax.nets import MLPEnergy, ResidualMLPGenerator, energy_fn_of, init_params
+from dsm_jax.samplers import (
+    ChainState,
+    StepInfo,
+    annealed_langevin,
+    init_chain,
+    inpainter,
+    langevin,
+    langevin_kernel,
+    mala,
+    mala_kernel,
+    mdsm_temperature_schedule,
+)
+from dsm_jax.training import TrainState, adam, fit, init_train_state, make_train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChainState",
+    "DDEState",
+    "MLPEnergy",
+    "ResidualMLPGenerator",
+    "StepInfo",
+    "TrainState",
+    "adam",
+    "annealed_langevin",
+    "denoiser",
+    "dsm_loss",
+    "energy_and_grad",
+    "energy_fn_of",
+    "fit",
+    "geometric_sigma_schedule",
+    "init_chain",
+    "init_dde_state",
+    "init_params",
+    "init_train_state",
+    "inpainter",
+    "kl_generator_loss",
+    "langevin",
+    "langevin_kernel",
+    "make_dde_step",
+    "make_q_warmup_step",
+    "make_train_step",
+    "mala",
+    "mala_kernel",
+    "mdsm_loss",
+    "mdsm_temperature_schedule",
+    "sample_sigmas",
+    "score",
+]

@@ -1,0 +1,75 @@
+"""PNG figures of what the models produce (matplotlib, headless)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dsm_jax import metrics  # noqa: E402
+
+
+def _heat(ax, image, bounds, title):
+    lo, hi = bounds
+    ax.imshow(image, origin="lower", extent=(lo, hi, lo, hi), cmap="viridis")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: str) -> None:
+    """True p̂_σ, then per method the learned density or the samples over the true density."""
+    true_img = np.exp(metrics.log_density_grid_image(lambda x: toy.log_density(x, sigma), grid))
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(3.2 * (1 + len(panels)), 3.4))
+    axes = np.atleast_1d(axes)
+    _heat(axes[0], true_img, grid.bounds, f"true p̂ (σ={sigma})")
+    for ax, (method, panel) in zip(axes[1:], panels.items()):
+        r = results[f"{toy_name}/{method}"]
+        label = f"{method}\nKL {r['kl']:.3f} ± {r['kl_stderr']:.3f}"
+        if "log_density" in panel:
+            _heat(ax, np.exp(metrics.log_density_grid_image(panel["log_density"], grid)), grid.bounds, label)
+        else:
+            _heat(ax, true_img, grid.bounds, label)
+            s = panel["samples"][:3000]
+            ax.scatter(s[:, 0], s[:, 1], s=1.0, c="red", alpha=0.6, linewidths=0)
+            ax.set_xlim(*grid.bounds)
+            ax.set_ylim(*grid.bounds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def loss_curves(path, curves: dict, title: str) -> None:
+    """One panel per run: the chunk-mean loss against the step."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 2.8), squeeze=False)
+    for ax, (name, history) in zip(axes[0], curves.items()):
+        steps = [h["step"] for h in history]
+        ax.plot(steps, [h.get("loss", np.nan) for h in history], lw=1)
+        ax.set_title(f"{title}/{name}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None:
+    """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid."""
+    images = np.clip(np.asarray(images), 0.0, 1.0)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    n = images.shape[0]
+    n_rows = -(-n // n_cols)
+    h, w = images.shape[1:3]
+    canvas = np.ones((n_rows * (h + 1) + 1, n_cols * (w + 1) + 1) + images.shape[3:], np.float32)
+    for i in range(n):
+        r, c = divmod(i, n_cols)
+        canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = images[i]
+    fig = plt.figure(figsize=(canvas.shape[1] / 40, canvas.shape[0] / 40 + (0.3 if title else 0)))
+    plt.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1)
+    plt.axis("off")
+    if title:
+        plt.title(title, fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,179 @@
+"""Training steps and the one host-side training loop every experiment uses.
+
+A *step function* is pure: ``step_fn(state) -> (state, metrics)`` (data drawn inside from
+the state's key) or ``step_fn(state, batch) -> (state, metrics)``. :func:`fit` compiles
+``steps_per_call`` of them into one ``lax.scan`` (one dispatch per chunk, never a Python
+loop inside the compiled function), shows a progress bar, logs metrics as JSONL, stops on
+non-finite metrics, and saves/resumes orbax checkpoints.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from dsm_jax import _checks
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar
+    params: object
+    opt_state: object
+    key: jax.Array
+
+
+def init_train_state(params, optimizer: optax.GradientTransformation, key) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), key)
+
+
+def apply_loss(loss_fn, optimizer, params, opt_state, *args):
+    """One optimiser update on ``loss_fn(params, *args)``; returns the new params/opt state
+    and ``{"loss", "grad_norm"}``."""
+    loss, grads = jax.value_and_grad(loss_fn)(params, *args)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def make_train_step(loss_fn, optimizer, data_fn: Callable | None = None):
+    """Step on a ``loss_fn(params, key, x)`` such as :func:`dsm_jax.dsm_loss`.
+
+    With ``data_fn(key) -> x`` the batch is drawn inside the step (synthetic data, fully on
+    device) and the step is ``step(state)``; otherwise ``step(state, x)``.
+    """
+
+    def step_on(state: TrainState, x):
+        key, loss_key = jax.random.split(state.key)
+        params, opt_state, metrics = apply_loss(loss_fn, optimizer, state.params, state.opt_state, loss_key, x)
+        return TrainState(state.step + 1, params, opt_state, key), metrics
+
+    if data_fn is None:
+        return step_on
+
+    def step(state: TrainState):
+        key, data_key = jax.random.split(state.key)
+        return step_on(state._replace(key=key), data_fn(data_key))
+
+    return step
+
+
+def adam(learning_rate, b1=0.9, b2=0.999, total_steps=None, final_lr=None, clip_norm=None):
+    """Adam with optional cosine decay to ``final_lr`` over ``total_steps`` and gradient clipping."""
+    _checks.check_positive("learning_rate", learning_rate)
+    lr = learning_rate
+    if total_steps is not None and final_lr is not None:
+        lr = optax.cosine_decay_schedule(learning_rate, total_steps, alpha=final_lr / learning_rate)
+    opt = optax.adam(lr, b1=b1, b2=b2)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
+
+
+def _scan_chunk(step_fn, n: int, with_batches: bool):
+    def chunk(state, batches=None):
+        if with_batches:
+            return jax.lax.scan(step_fn, state, batches)
+        return jax.lax.scan(lambda s, _: step_fn(s), state, None, length=n)
+
+    return jax.jit(chunk)
+
+
+class Checkpoints:
+    """Thin wrapper over orbax's ``CheckpointManager``: keep the last ``keep``, resume latest."""
+
+    def __init__(self, directory: str, keep: int = 3):
+        import orbax.checkpoint as ocp
+
+        self._ocp = ocp
+        self.manager = ocp.CheckpointManager(
+            os.path.abspath(directory), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+
+    def save(self, step: int, state) -> None:
+        self.manager.save(step, args=self._ocp.args.StandardSave(state))
+
+    def restore_latest(self, like):
+        """The latest checkpoint restored into the structure of ``like``, or None."""
+        step = self.manager.latest_step()
+        if step is None:
+            return None
+        return self.manager.restore(step, args=self._ocp.args.StandardRestore(like))
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def fit(
+    step_fn,
+    state,
+    n_steps: int,
+    *,
+    steps_per_call: int = 100,
+    batches: Callable[[int], object] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    log_path: str | None = None,
+    log_extra: dict | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+):
+    """Run ``n_steps`` steps of ``step_fn`` from ``state``; returns ``(state, history)``.
+
+    ``state`` must have an integer ``step`` field. ``batches(n)``, if given, returns a pytree
+    of ``n`` stacked batches for ``step_fn(state, batch)``. ``history`` holds one dict per
+    chunk: the step reached and the chunk-mean of every metric. A non-finite metric raises
+    ``FloatingPointError`` naming the step (after the last good checkpoint was kept).
+    With ``checkpoint_dir`` the loop resumes from the latest checkpoint there.
+    """
+    n_steps = _checks.check_positive_int("n_steps", n_steps)
+    steps_per_call = _checks.check_positive_int("steps_per_call", steps_per_call)
+    ckpt = Checkpoints(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None:
+        restored = ckpt.restore_latest(state)
+        if restored is not None:
+            state = restored
+    start = int(state.step)
+    chunks: dict[int, Callable] = {}
+    history = []
+    log_file = open(log_path, "a") if log_path else None
+    bar = tqdm(total=n_steps, initial=min(start, n_steps), desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        done = start
+        while done < n_steps:
+            n = min(steps_per_call, n_steps - done)
+            if n not in chunks:
+                chunks[n] = _scan_chunk(step_fn, n, batches is not None)
+            t0 = time.perf_counter()
+            state, metrics = chunks[n](state, batches(n)) if batches is not None else chunks[n](state)
+            metrics = {k: float(np.mean(np.asarray(v))) for k, v in metrics.items()}
+            elapsed = time.perf_counter() - t0
+            done += n
+            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+            if bad:
+                raise FloatingPointError(
+                    f"{desc}: non-finite {', '.join(bad)} in steps {done - n + 1}..{done} "
+                    f"(metrics {metrics}). Lower the learning rate or enable gradient clipping."
+                )
+            record = {"step": done, **metrics, "steps_per_s": n / elapsed, **(log_extra or {})}
+            history.append(record)
+            if log_file:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+            if ckpt is not None and checkpoint_every and (done % checkpoint_every < n or done == n_steps):
+                ckpt.save(done, state)
+            bar.update(n)
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4g}", it_s=f"{n / elapsed:.0f}")
+    finally:
+        bar.close()
+        if log_file:
+            log_file.close()
+        if ckpt is not None:
+            ckpt.close()
+    return state, history

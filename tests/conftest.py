@@ -1,0 +1,191 @@
+"""Shared closed-form energies and helpers for the tests.
+
+Everything here follows the project convention: ``energy_fn(params, x) -> (batch,)`` with
+``p(x) ∝ exp(-E(x))``. The reference answers (scores, posterior means) are written out by
+hand in numpy (float64), never by differentiating the energies, so they are independent of
+the code under test; the KL reference is a closed-form KL between Gaussians (jnp, so that
+its gradient can be taken).
+
+Import the helpers with ``from conftest import ...`` (pytest puts ``tests/`` on sys.path).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+try:  # jax >= 0.5
+    from jax.extend.core import jaxprs_in_params as _jaxprs_in_params
+except ImportError:  # pragma: no cover
+    _jaxprs_in_params = jax.core.jaxprs_in_params
+
+
+def flat(x):
+    """(batch, *event) -> (batch, d)."""
+    return x.reshape(x.shape[0], -1)
+
+
+# ---------------------------------------------------------------------------------------
+# Quadratic energy E(x) = ½ (x − m)ᵀ A (x − m) on the flattened event.
+# ---------------------------------------------------------------------------------------
+def quadratic_energy(params, x):
+    """params = {"A": (d, d) symmetric, "m": (d,)}; score = −A(x − m)."""
+    r = flat(x) - params["m"]
+    return 0.5 * jnp.einsum("bi,ij,bj->b", r, params["A"], r)
+
+
+def quadratic_score(params, x):
+    """Reference (numpy): −A(x − m), reshaped like x."""
+    x = np.asarray(x)
+    r = x.reshape(x.shape[0], -1) - np.asarray(params["m"])
+    return (-(r @ np.asarray(params["A"]).T)).reshape(x.shape)
+
+
+def random_spd(rng, d, eig_min=0.5, eig_max=2.0):
+    """A symmetric positive definite (d, d) float32 matrix, eigenvalues in [eig_min, eig_max]."""
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    eig = rng.uniform(eig_min, eig_max, size=d)
+    return ((q * eig) @ q.T).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------
+# Diagonal quadratic family E_θ(x) = ½ Σ (x − b)² / v, the DSM test family.
+# ---------------------------------------------------------------------------------------
+def diag_quadratic_energy(params, x):
+    """params = {"b": (d,), "log_prec": (d,)}: E = ½ Σ exp(log_prec)·(x − b)²."""
+    r = flat(x) - params["b"]
+    return 0.5 * jnp.sum(jnp.exp(params["log_prec"]) * r * r, axis=1)
+
+
+# ---------------------------------------------------------------------------------------
+# Isotropic Gaussian mixture  p(x) = Σ_k w_k N(x; μ_k, s_k² I).
+# ---------------------------------------------------------------------------------------
+def gmm_log_components(params, x):
+    """(batch, K) terms log w_k + log N(x; μ_k, s_k² I) (jnp: traced inside energies)."""
+    xf = flat(x)
+    d = xf.shape[1]
+    var = params["std"] ** 2  # (K,)
+    sq = jnp.sum((xf[:, None, :] - params["means"][None]) ** 2, axis=-1)  # (batch, K)
+    return (
+        jnp.log(params["weights"])[None]
+        - 0.5 * sq / var[None]
+        - 0.5 * d * jnp.log(2 * jnp.pi * var)[None]
+    )
+
+
+def gmm_energy(params, x):
+    """E = −log Σ_k w_k N(x; μ_k, s_k² I) (a normalised density)."""
+    return -jax.scipy.special.logsumexp(gmm_log_components(params, x), axis=1)
+
+
+def _np_responsibilities(params, xf):
+    """Reference (numpy, float64) responsibilities r_k(x) of the mixture."""
+    w, mu = np.asarray(params["weights"], np.float64), np.asarray(params["means"], np.float64)
+    var = np.asarray(params["std"], np.float64) ** 2
+    d = xf.shape[1]
+    sq = np.sum((xf[:, None, :] - mu[None]) ** 2, axis=-1)
+    logp = np.log(w)[None] - 0.5 * sq / var[None] - 0.5 * d * np.log(2 * np.pi * var)[None]
+    logp -= logp.max(axis=1, keepdims=True)
+    r = np.exp(logp)
+    return r / r.sum(axis=1, keepdims=True)
+
+
+def gmm_score(params, x):
+    """Reference (numpy): the analytic mixture score Σ_k r_k(x) (μ_k − x)/s_k²."""
+    x = np.asarray(x, np.float64)
+    xf = x.reshape(x.shape[0], -1)
+    r = _np_responsibilities(params, xf)
+    mu, var = np.asarray(params["means"], np.float64), np.asarray(params["std"], np.float64) ** 2
+    comp = (mu[None] - xf[:, None, :]) / var[None, :, None]
+    return np.sum(r[..., None] * comp, axis=1).reshape(x.shape)
+
+
+def gmm_smoothed(params, sigma):
+    """The mixture convolved with N(0, σ²I): component std sqrt(s_k² + σ²)."""
+    return {**params, "std": np.sqrt(np.asarray(params["std"]) ** 2 + sigma**2).astype(np.float32)}
+
+
+def gmm_posterior_mean(params, sigma, y):
+    """Reference (numpy): E[x | x + σε = y] for x ~ the mixture, i.e. the responsibilities
+    under p̂ times the component posterior means μ_k + s_k²/(s_k² + σ²)(y − μ_k)."""
+    y = np.asarray(y, np.float64)
+    yf = y.reshape(y.shape[0], -1)
+    r = _np_responsibilities(gmm_smoothed(params, sigma), yf)
+    mu, var = np.asarray(params["means"], np.float64), np.asarray(params["std"], np.float64) ** 2
+    shrink = (var / (var + sigma**2))[None, :, None]
+    comp = mu[None] + shrink * (yf[:, None, :] - mu[None])
+    return np.sum(r[..., None] * comp, axis=1).reshape(y.shape)
+
+
+def make_gmm(rng, k, d):
+    """Random isotropic mixture (numpy float32 leaves)."""
+    weights = rng.uniform(0.5, 1.5, size=k)
+    return {
+        "weights": (weights / weights.sum()).astype(np.float32),
+        "means": (2.0 * rng.normal(size=(k, d))).astype(np.float32),
+        "std": rng.uniform(0.4, 1.0, size=k).astype(np.float32),
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# Isotropic Gaussian energy with mean and variance as parameters (DDE / KL tests).
+# ---------------------------------------------------------------------------------------
+def gaussian_energy(params, x):
+    """E = −log N(x; mean, var·I), params = {"mean": (d,), "var": ()}."""
+    xf = flat(x)
+    d = xf.shape[1]
+    sq = jnp.sum((xf - params["mean"]) ** 2, axis=1)
+    return 0.5 * sq / params["var"] + 0.5 * d * jnp.log(2 * jnp.pi * params["var"])
+
+
+def kl_isotropic(mu1, var1, mu2, var2):
+    """KL(N(mu1, var1 I) ‖ N(mu2, var2 I)) (jnp, differentiable)."""
+    d = mu1.shape[-1]
+    return 0.5 * (d * var1 / var2 + jnp.sum((mu2 - mu1) ** 2) / var2 - d + d * jnp.log(var2 / var1))
+
+
+def linear_generator(params, z):
+    """G(z) = a·z + b with a scalar a and a vector b."""
+    return params["a"] * z + params["b"]
+
+
+def zero_energy(params, x):
+    return jnp.zeros((x.shape[0],), x.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Small numerical helpers.
+# ---------------------------------------------------------------------------------------
+def count_primitive(jaxpr, name: str) -> int:
+    """Occurrences of primitive ``name`` in a (closed) jaxpr, sub-jaxprs included."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    n = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            n += 1
+        for sub in _jaxprs_in_params(eqn.params):
+            n += count_primitive(sub, name)
+    return n
+
+
+def count_eqns(jaxpr) -> int:
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    n = len(jaxpr.eqns)
+    for eqn in jaxpr.eqns:
+        for sub in _jaxprs_in_params(eqn.params):
+            n += count_eqns(sub)
+    return n
+
+
+def assert_within(actual, expected, tol, what=""):
+    """Element-wise |actual − expected| <= tol (tol may be an array)."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    err = np.abs(actual - expected)
+    assert np.all(err <= tol), f"{what}: actual {actual}, expected {expected}, |err| {err} > tol {tol}"
+
+
+def tree_equal(a, b) -> bool:
+    """Bit-for-bit equality of two pytrees of arrays."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))

@@ -1,0 +1,388 @@
+"""Langevin / MALA / annealed samplers and inpainting against closed forms.
+
+On a Gaussian target every ULA quantity is exact: with B = I − (η/2)A the mean follows
+x̄ ← m + B(x̄ − m) and the covariance C ← B C Bᵀ + ηT·I, so the stationary covariance is
+ηT(I − B²)⁻¹; in 1-D with variance s² that is T·s²/(1 − η/(4s²)) (ULA's O(η) bias).
+"""
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+import dsm_jax as dj
+from conftest import assert_within, count_eqns, count_primitive, quadratic_energy, random_spd
+
+# 2-D correlated Gaussian target E = ½(x − m)ᵀΣ⁻¹(x − m).
+SIGMA_2D = np.array([[1.0, 0.6], [0.6, 0.8]])
+M_2D = np.array([1.0, -1.0], np.float32)
+PARAMS_2D = {"A": np.linalg.inv(SIGMA_2D).astype(np.float32), "m": M_2D}
+
+
+def _gauss_1d(var, mean=0.5):
+    return {"A": np.array([[1.0 / var]], np.float32), "m": np.array([mean], np.float32)}
+
+
+def _ula_stationary_cov(A, eta, T=1.0):
+    """Exact ULA stationary covariance ηT(I − B²)⁻¹, B = I − (η/2)A (A symmetric)."""
+    B = np.eye(len(A)) - 0.5 * eta * np.asarray(A, np.float64)
+    return eta * T * np.linalg.inv(np.eye(len(A)) - B @ B)
+
+
+def _cov_se(C, n):
+    """Standard error of a sample covariance from n independent Gaussian draws."""
+    d = np.diag(C)
+    return np.sqrt((np.outer(d, d) + C**2) / n)
+
+
+def _moments(x):
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    return x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
+
+
+# ---------------------------------------------------------------------------------------
+# langevin / mala: update rule and stationary laws
+# ---------------------------------------------------------------------------------------
+class LangevinTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_zero_temperature_is_exact_gradient_descent(self):
+        # T = 0: x_n − m = Π_k (I − η_k A/2)(x_0 − m), step sizes given per step.
+        A = random_spd(np.random.default_rng(0), 3)
+        params = {"A": A, "m": np.array([0.5, -1.0, 2.0], np.float32)}
+        etas = np.linspace(0.05, 0.3, 25).astype(np.float32)
+        x0 = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+        sample_fn = dj.langevin(quadratic_energy, etas, 25, temperatures=np.zeros(25, np.float32))
+        out = self.variant(sample_fn)(params, jax.random.PRNGKey(0), x0)
+        chex.assert_shape(out, x0.shape)
+        chex.assert_tree_all_finite(out)
+        P = np.eye(3)
+        for eta in etas:
+            P = (np.eye(3) - 0.5 * eta * A.astype(np.float64)) @ P
+        expected = params["m"] + (x0 - params["m"]) @ P.T
+        chex.assert_trees_all_close(out, expected.astype(np.float32), atol=1e-5, rtol=1e-5)
+
+    def test_image_shaped_chains_shape_and_determinism(self):
+        # (batch, 1, 5, 5) events; the same key gives the same chain, another key another.
+        params = {"A": np.eye(25, dtype=np.float32), "m": np.zeros(25, np.float32)}
+        x0 = np.ones((4, 1, 5, 5), np.float32)
+        for factory in (dj.langevin, dj.mala):
+            sample_fn = jax.jit(factory(quadratic_energy, 0.1, 5))
+            a = sample_fn(params, jax.random.PRNGKey(0), x0)
+            b = sample_fn(params, jax.random.PRNGKey(0), x0)
+            c = sample_fn(params, jax.random.PRNGKey(1), x0)
+            chex.assert_shape(a, x0.shape)
+            chex.assert_tree_all_finite(a)
+            np.testing.assert_array_equal(a, b)
+            assert not np.array_equal(a, c)
+
+    def test_stationary_moments_correlated_gaussian(self):
+        # Small step η = 0.02: 1000 steps is > 6 relaxation times of the slowest mode.
+        n_chains, eta = 10_000, 0.02
+        x0 = np.zeros((n_chains, 2), np.float32)
+        out = jax.jit(dj.langevin(quadratic_energy, eta, 1000))(PARAMS_2D, jax.random.PRNGKey(0), x0)
+        chex.assert_tree_all_finite(out)
+        mean, cov = _moments(out)
+        exact_cov = _ula_stationary_cov(PARAMS_2D["A"], eta)
+        bias = np.abs(exact_cov - SIGMA_2D)
+        assert np.max(bias / SIGMA_2D.max()) < 0.02  # the step is small: O(η) bias ≈ 1%
+        assert_within(mean, M_2D, 5 * np.sqrt(np.diag(SIGMA_2D) / n_chains), "mean")
+        assert_within(cov, SIGMA_2D, 5 * _cov_se(SIGMA_2D, n_chains) + bias, "cov")
+
+    def test_ula_bias_and_mala_correction_at_large_step(self):
+        # 1-D N(0.5, 1), η = 1: ULA's stationary variance is 1/(1 − 1/4) = 4/3; MALA's is 1.
+        s2, eta, n_chains = 1.0, 1.0, 20_000
+        params = _gauss_1d(s2)
+        x0 = np.full((n_chains, 1), 3.0, np.float32)  # far from stationarity
+        ula = jax.jit(dj.langevin(quadratic_energy, eta, 200, return_info=True))
+        mala = jax.jit(dj.mala(quadratic_energy, eta, 200, return_info=True))
+        x_ula, info_ula = ula(params, jax.random.PRNGKey(0), x0)
+        x_mala, info_mala = mala(params, jax.random.PRNGKey(0), x0)
+        se_mean = np.sqrt(s2 / n_chains)
+        se_var = np.sqrt(2.0 / n_chains)
+
+        var_ula = s2 / (1 - eta / (4 * s2))
+        assert_within(np.mean(x_ula), 0.5, 5 * se_mean * np.sqrt(var_ula), "ULA mean")
+        assert_within(np.var(x_ula), var_ula, 5 * se_var * var_ula, "ULA variance")
+        assert_within(np.mean(x_mala), 0.5, 5 * se_mean, "MALA mean")
+        assert_within(np.var(x_mala), s2, 5 * se_var * s2, "MALA variance")
+
+        chex.assert_shape(info_mala.acceptance_rate, (200,))
+        acc = np.asarray(info_mala.acceptance_rate)
+        assert np.all((acc >= 0) & (acc <= 1))
+        assert 0.0 < acc[50:].mean() < 1.0
+        assert 0.3 < acc[50:].mean() < 0.99  # some but not all proposals rejected
+        np.testing.assert_array_equal(np.asarray(info_ula.acceptance_rate), 1.0)
+        np.testing.assert_array_equal(np.asarray(info_mala.n_nonfinite), 0)
+        chex.assert_shape(info_mala.mean_energy, (200,))
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_temperature_scales_the_stationary_variance(self):
+        # Target exp(−E/T): variance T·s² (MALA, exact); ULA: T·s²/(1 − η/(4s²)).
+        s2, T, n_chains = 0.5, 2.5, 20_000
+        params = _gauss_1d(s2)
+        x0 = np.full((n_chains, 1), 0.5, np.float32)
+        temps = np.full(300, T, np.float32)
+        ula = self.variant(dj.langevin(quadratic_energy, 0.1, 300, temperatures=temps))
+        mala = self.variant(dj.mala(quadratic_energy, 0.5, 300, temperatures=temps))
+        x_ula = ula(params, jax.random.PRNGKey(0), x0)
+        x_mala = mala(params, jax.random.PRNGKey(1), x0)
+        var_ula = T * s2 / (1 - 0.1 / (4 * s2))
+        se = np.sqrt(2.0 / n_chains)
+        assert_within(np.var(x_ula), var_ula, 5 * se * var_ula, "ULA variance at T")
+        assert_within(np.var(x_mala), T * s2, 5 * se * T * s2, "MALA variance at T")
+        assert_within(np.mean(x_mala), 0.5, 5 * np.sqrt(T * s2 / n_chains), "MALA mean at T")
+
+    def test_free_mask_freezes_coordinates(self):
+        mask = np.array([1.0, 0.0, 1.0], np.float32)
+        params = {"A": np.eye(3, dtype=np.float32), "m": np.full(3, 4.0, np.float32)}
+        x0 = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+        for factory in (dj.langevin, dj.mala):
+            out = np.asarray(jax.jit(factory(quadratic_energy, 0.1, 20))(
+                params, jax.random.PRNGKey(0), x0, mask))
+            np.testing.assert_array_equal(out[:, 1], x0[:, 1])
+            assert np.all(out[:, [0, 2]] != x0[:, [0, 2]])
+
+
+class OneScanTest(parameterized.TestCase):
+
+    @parameterized.named_parameters(("langevin", "langevin"), ("mala", "mala"), ("annealed", "annealed"))
+    def test_single_scan_whose_size_does_not_grow_with_n_steps(self, which):
+        params = {"A": np.eye(2, dtype=np.float32), "m": np.zeros(2, np.float32)}
+        x0 = np.zeros((4, 2), np.float32)
+
+        def build(n):
+            if which == "langevin":
+                return dj.langevin(quadratic_energy, 0.1, n)
+            if which == "mala":
+                return dj.mala(quadratic_energy, 0.1, n)
+            return dj.annealed_langevin(quadratic_energy, 0.1, np.ones(n, np.float32))
+
+        sizes = []
+        for n in (3, 300):
+            jaxpr = jax.make_jaxpr(build(n))(params, jax.random.PRNGKey(0), x0)
+            assert count_primitive(jaxpr, "scan") == 1
+            assert count_primitive(jaxpr, "while") == 0
+            sizes.append(count_eqns(jaxpr))
+        assert sizes[0] == sizes[1], sizes
+
+
+# ---------------------------------------------------------------------------------------
+# MDSM schedule, annealed sampler, inpainting
+# ---------------------------------------------------------------------------------------
+class ScheduleTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_default_schedule(self):
+        t = np.asarray(self.variant(functools.partial(dj.mdsm_temperature_schedule))())
+        chex.assert_shape(t, (2700,))
+        chex.assert_tree_all_finite(t)
+        np.testing.assert_allclose(t[:500], 100.0)
+        np.testing.assert_allclose(t[2499], 1.0, rtol=1e-5)
+        assert t[-1] == 0.0
+        assert np.all(np.diff(t) <= 0)
+        # Exponential part: log T falls by the same amount every step.
+        np.testing.assert_allclose(np.diff(np.log(t[499:2500])), -np.log(100.0) / 2000, rtol=1e-3)
+        # Linear part: 1 → 0 in equal steps of 1/200.
+        np.testing.assert_allclose(np.diff(t[2499:]), -1.0 / 200, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_custom_schedule(self):
+        fn = functools.partial(dj.mdsm_temperature_schedule, 10, 20, 5, t_high=50.0, t_low=2.0)
+        t = np.asarray(self.variant(fn)())
+        chex.assert_shape(t, (35,))
+        np.testing.assert_allclose(t[:10], 50.0)
+        np.testing.assert_allclose(t[29], 2.0, rtol=1e-5)
+        np.testing.assert_allclose(t[30:], 2.0 * (1 - np.arange(1, 6) / 5), atol=1e-6)
+        assert np.all(np.diff(t) <= 0)
+        # Without a linear tail the schedule ends at t_low.
+        t = np.asarray(dj.mdsm_temperature_schedule(0, 7, 0, t_high=8.0, t_low=0.5))
+        chex.assert_shape(t, (7,))
+        np.testing.assert_allclose(t[-1], 0.5, rtol=1e-6)
+        np.testing.assert_allclose(t[0], 8.0 * (0.5 / 8.0) ** (1 / 7), rtol=1e-6)
+
+    def test_bad_schedule_arguments(self):
+        with pytest.raises(ValueError, match="n_constant"):
+            dj.mdsm_temperature_schedule(-1)
+        with pytest.raises(ValueError, match="n_linear"):
+            dj.mdsm_temperature_schedule(n_linear=2.5)
+        with pytest.raises(ValueError, match="empty"):
+            dj.mdsm_temperature_schedule(0, 0, 0)
+        with pytest.raises(ValueError, match="t_low"):
+            dj.mdsm_temperature_schedule(t_low=0.0)
+
+
+def _annealed_moments(a, m, x0, eta, temps, sigma0):
+    """Exact per-coordinate mean and variance after annealed ULA on E = ½Σ a(x − m)² from
+    a deterministic x0, followed by the Tweedie step x − σ₀²a(x − m)."""
+    b = 1.0 - 0.5 * eta * a
+    mean, var = x0 - m, np.zeros_like(a)
+    for t in np.asarray(temps, np.float64):
+        mean, var = b * mean, b * b * var + eta * t
+    shrink = 1.0 - sigma0**2 * a
+    return m + shrink * mean, shrink**2 * var
+
+
+class AnnealedLangevinTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("denoise", True), ("no_denoise", False))
+    def test_zero_temperature_closed_form(self, denoise):
+        # T ≡ 0: x_n − m = Bⁿ(x_0 − m), then x − σ₀²A(x − m) if denoise.
+        A = random_spd(np.random.default_rng(2), 3)
+        params = {"A": A, "m": np.array([1.0, 0.0, -1.0], np.float32)}
+        x0 = np.random.default_rng(3).normal(size=(5, 3)).astype(np.float32)
+        n, eta, sigma0 = 40, 0.05, 0.3
+        sample_fn = dj.annealed_langevin(quadratic_energy, eta, np.zeros(n, np.float32), sigma0=sigma0,
+                                         denoise=denoise, return_info=True)
+        out, info = self.variant(sample_fn)(params, jax.random.PRNGKey(0), x0)
+        chex.assert_shape(out, x0.shape)
+        chex.assert_shape(info.acceptance_rate, (n,))
+        chex.assert_shape(info.mean_energy, (n,))
+        A64 = A.astype(np.float64)
+        P = np.linalg.matrix_power(np.eye(3) - 0.5 * eta * A64, n)
+        if denoise:
+            P = (np.eye(3) - sigma0**2 * A64) @ P
+        expected = params["m"] + (x0 - params["m"]) @ P.T
+        chex.assert_trees_all_close(out, expected.astype(np.float32), atol=1e-5, rtol=1e-5)
+
+    def test_default_schedule_output_law(self):
+        # Default MDSM chain (2700 steps, η = 0.02², σ₀ = 0.1) on a diagonal Gaussian: the
+        # output is Gaussian with mean/variance given by the exact recursion.
+        a = np.array([1.0, 4.0])
+        m = np.array([0.5, -0.5])
+        params = {"A": np.diag(a).astype(np.float32), "m": m.astype(np.float32)}
+        n_chains = 4000
+        x0 = np.full((n_chains, 2), 2.0, np.float32)
+        sample_fn = jax.jit(dj.annealed_langevin(quadratic_energy, return_info=True))
+        out, info = sample_fn(params, jax.random.PRNGKey(0), x0)
+        chex.assert_shape(info.acceptance_rate, (2700,))
+        chex.assert_tree_all_finite(out)
+        mean, var = _annealed_moments(a, m, 2.0, 0.02**2, dj.mdsm_temperature_schedule(), 0.1)
+        out = np.asarray(out, np.float64)
+        assert_within(out.mean(0), mean, 5 * np.sqrt(var / n_chains), "mean")
+        assert_within(out.var(0), var, 5 * var * np.sqrt(2 / n_chains), "variance")
+
+
+class InpainterTest(chex.TestCase):
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("shared_mask", False), ("per_example_mask", True))
+    def test_observed_pixels_are_returned_unchanged(self, per_example):
+        # An energy whose mode (5) is far from the observations: it pushes every pixel.
+        rng = np.random.default_rng(4)
+        event = (3, 4)
+        params = {"A": np.eye(12, dtype=np.float32), "m": np.full(12, 5.0, np.float32)}
+        x = rng.normal(size=(6, *event)).astype(np.float32)
+        mask_shape = (6, *event) if per_example else event
+        observed = (rng.uniform(size=mask_shape) < 0.5).astype(np.float32)
+        temps = dj.mdsm_temperature_schedule(10, 30, 20)
+        inpaint = self.variant(dj.inpainter(quadratic_energy, step_size=0.05, temperatures=temps))
+        out = np.asarray(inpaint(params, jax.random.PRNGKey(0), x, observed))
+        chex.assert_shape(out, x.shape)
+        chex.assert_tree_all_finite(out)
+        obs = np.broadcast_to(observed, x.shape) > 0
+        assert obs.any() and (~obs).any()
+        np.testing.assert_array_equal(out[obs], x[obs])  # bit for bit
+        assert np.all(out[~obs] != x[~obs])
+        # Free pixels were pulled towards the mode 5 (60 steps of η = 0.05 contract by 0.22).
+        assert np.mean(out[~obs]) > np.mean(x[~obs]) + 2.5
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_zero_temperature_conditional_closed_form(self):
+        # Coupled Gaussian, observed coordinate 0: the free block does gradient descent
+        # towards the conditional mode x_f* = m_f − A_ff⁻¹A_fo(x_o − m_o):
+        # x_f(n) − x_f* = (I − ηA_ff/2)ⁿ(x_f(0) − x_f*), then x_f − σ₀²A_ff(x_f − x_f*).
+        A = random_spd(np.random.default_rng(5), 3).astype(np.float64)
+        m = np.array([0.3, -0.7, 1.1])
+        params = {"A": A.astype(np.float32), "m": m.astype(np.float32)}
+        x = np.random.default_rng(6).normal(size=(4, 3)).astype(np.float32)
+        observed = np.array([1.0, 0.0, 0.0], np.float32)
+        n, eta, sigma0 = 30, 0.1, 0.2
+        inpaint = dj.inpainter(quadratic_energy, eta, np.zeros(n, np.float32), sigma0=sigma0)
+        out = np.asarray(self.variant(inpaint)(params, jax.random.PRNGKey(0), x, observed))
+        Aff, Afo = A[1:, 1:], A[1:, :1]
+        xs = m[1:] - (x[:, :1] - m[:1]) @ np.linalg.solve(Aff, Afo).T
+        P = np.linalg.matrix_power(np.eye(2) - 0.5 * eta * Aff, n)
+        xf = xs + (x[:, 1:] - xs) @ P.T
+        xf = xf - sigma0**2 * (xf - xs) @ Aff.T
+        np.testing.assert_array_equal(out[:, 0], x[:, 0])
+        np.testing.assert_allclose(out[:, 1:], xf, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------
+P2 = {"A": np.eye(2, dtype=np.float32), "m": np.zeros(2, np.float32)}
+
+
+def _bad_energy(params, x):
+    return quadratic_energy(params, x)[:, None]  # (batch, 1)
+
+
+class BadInputTest(parameterized.TestCase):
+
+    @parameterized.parameters(0.0, -0.1, float("nan"))
+    def test_step_size(self, eta):
+        for make in (lambda: dj.langevin(quadratic_energy, eta, 10),
+                     lambda: dj.mala(quadratic_energy, eta, 10),
+                     lambda: dj.annealed_langevin(quadratic_energy, eta, np.ones(10)),
+                     lambda: dj.inpainter(quadratic_energy, eta, np.ones(10)),
+                     lambda: dj.langevin(quadratic_energy, np.array([0.1, eta, 0.1]), 3)):
+            with pytest.raises(ValueError, match="`step_size`"):
+                make()
+        with pytest.raises(ValueError, match="`step_size`"):
+            dj.langevin(quadratic_energy, np.full(4, 0.1), 3)  # wrong schedule length
+
+    @parameterized.parameters(0, -3, 2.0, True)
+    def test_n_steps(self, n):
+        for factory in (dj.langevin, dj.mala):
+            with pytest.raises(ValueError, match="`n_steps`"):
+                factory(quadratic_energy, 0.1, n)
+
+    def test_temperatures(self):
+        for factory in (dj.langevin, dj.mala):
+            for temps in (np.ones(9), np.ones(11), np.ones((10, 1)), 1.0):
+                with pytest.raises(ValueError, match="`temperatures`"):
+                    factory(quadratic_energy, 0.1, 10, temperatures=temps)
+        with pytest.raises(ValueError, match="`temperatures`"):
+            dj.langevin(quadratic_energy, 0.1, 3, temperatures=np.array([1.0, -1.0, 0.0]))
+        with pytest.raises(ValueError, match="`temperatures`"):  # MALA needs T > 0
+            dj.mala(quadratic_energy, 0.1, 3, temperatures=np.array([1.0, 0.5, 0.0]))
+        with pytest.raises(ValueError, match="`sigma0`"):
+            dj.annealed_langevin(quadratic_energy, 0.1, np.ones(3), sigma0=0.0)
+        # The annealed sampler takes its length from the schedule: it must be 1-D, non-empty.
+        for temps in (1.0, np.ones((4, 2)), np.ones(0)):
+            with pytest.raises(ValueError, match="`temperatures`"):
+                dj.annealed_langevin(quadratic_energy, 0.1, temps)
+            with pytest.raises(ValueError, match="`temperatures`"):
+                dj.inpainter(quadratic_energy, 0.1, temps)
+
+    def test_masks(self):
+        x = np.zeros((8, 2), np.float32)
+        key = jax.random.PRNGKey(0)
+        with pytest.raises(ValueError, match="`free_mask`"):
+            dj.langevin(quadratic_energy, 0.1, 3)(P2, key, x, np.ones(3, np.float32))
+        with pytest.raises(ValueError, match="`free_mask`"):
+            dj.mala(quadratic_energy, 0.1, 3)(P2, key, x, np.ones((4, 2), np.float32))
+        inpaint = dj.inpainter(quadratic_energy, 0.1, np.ones(3, np.float32))
+        for bad in (np.ones(3), np.ones((8, 1)), np.ones((2, 8)), np.ones((1, 8, 2))):
+            with pytest.raises(ValueError, match="`observed_mask`"):
+                inpaint(P2, key, x, bad.astype(np.float32))
+
+    def test_batch_axis_and_energy_shape(self):
+        key = jax.random.PRNGKey(0)
+        with pytest.raises(ValueError, match="`x0` must have shape"):
+            dj.langevin(quadratic_energy, 0.1, 3)(P2, key, np.zeros(2, np.float32))
+        with pytest.raises(ValueError, match="`x0` must have shape"):
+            jax.jit(dj.mala(quadratic_energy, 0.1, 3))(P2, key, np.zeros(2, np.float32))
+        with pytest.raises(ValueError, match="`x` must have shape"):
+            dj.inpainter(quadratic_energy, 0.1, np.ones(3))(P2, key, np.zeros(2, np.float32), np.ones(2))
+        with pytest.raises(ValueError, match=r"energy_fn must return shape \(batch,\)"):
+            dj.langevin(_bad_energy, 0.1, 3)(P2, key, np.zeros((4, 2), np.float32))
+        with pytest.raises(ValueError, match=r"energy_fn must return shape \(batch,\)"):
+            dj.annealed_langevin(_bad_energy, 0.1, np.ones(3))(P2, key, np.zeros((4, 2), np.float32))
