@@ -13,6 +13,16 @@ from dsm_jax.core import (
     score,
 )
 from dsm_jax.dde import DDEState, geometric_sigma_schedule, init_dde_state, make_dde_step, make_q_warmup_step
+from dsm_jax.likelihood import (
+    ais_log_z,
+    estimate_log_z,
+    evaluate_log_likelihood,
+    gaussian_proposal_log_density,
+    grid_log_z,
+    is_log_z,
+    log_likelihood,
+    sigmoid_schedule,
+)
 from dsm_jax.nets import MLPEnergy, ResidualMLPGenerator, energy_fn_of, init_params
 from dsm_jax.samplers import (
     ChainState,
@@ -38,21 +48,28 @@ __all__ = [
     "StepInfo",
     "TrainState",
     "adam",
+    "ais_log_z",
     "annealed_langevin",
     "denoiser",
     "dsm_loss",
     "energy_and_grad",
     "energy_fn_of",
+    "estimate_log_z",
+    "evaluate_log_likelihood",
     "fit",
+    "gaussian_proposal_log_density",
     "geometric_sigma_schedule",
+    "grid_log_z",
     "init_chain",
     "init_dde_state",
     "init_params",
     "init_train_state",
     "inpainter",
+    "is_log_z",
     "kl_generator_loss",
     "langevin",
     "langevin_kernel",
+    "log_likelihood",
     "make_dde_step",
     "make_q_warmup_step",
     "make_train_step",
@@ -62,4 +79,5 @@ __all__ = [
     "mdsm_temperature_schedule",
     "sample_sigmas",
     "score",
+    "sigmoid_schedule",
 ]

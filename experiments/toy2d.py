@@ -58,9 +58,9 @@ class ToyConfig:
     # dde density
     dde_steps: int = 3000
     # dde generator (E_p warm-started from the dde run, E_q warm-started, σ annealed)
-    gen_iters: int = 3000
-    gen_every: int = 5
-    gen_lr: float = 3e-4
+    gen_iters: int = 8000
+    gen_every: int = 10
+    gen_lr: float = 1e-3
     gen_batch_size: int = 1024
     q_warmup_steps: int = 500
     gen_sigma_start: float = 1.0   # σ annealing: start large, reach `sigma` at gen_anneal_frac
@@ -118,10 +118,15 @@ def run_dde(cfg, toy, key, ctx, run):
     data_fn = lambda k: toy.sample(k, cfg.batch_size)  # noqa: E731
     params, history, seconds = train_energy(
         cfg, dj.dsm_loss(energy_fn, cfg.sigma), data_fn, key, cfg.dde_steps, f"{toy.name}/dde", run)
-    log_model = metrics.model_log_density(energy_fn, params, ctx["grid"])
+    # Normalise on a grid twice as wide as the plotting bounds: a learned energy can put mass
+    # where the data has none, and Z missing that mass would make the KL look better than it is.
+    log_model = metrics.model_log_density(energy_fn, params, ctx["norm_grid"])
     kl, se = metrics.density_kl(ctx["log_true"], log_model, ctx["x_eval"])
+    log_z_wide = metrics.grid_log_normalizer(energy_fn, params, ctx["norm_grid"])
+    log_z_bounds = metrics.grid_log_normalizer(energy_fn, params, ctx["grid"])
     ctx["dde_params"] = params
-    result = {"kl": float(kl), "kl_stderr": float(se), "steps": cfg.dde_steps, "seconds": seconds}
+    result = {"kl": float(kl), "kl_stderr": float(se), "steps": cfg.dde_steps, "seconds": seconds,
+              "mass_outside_bounds": float(1.0 - jnp.exp(log_z_bounds - log_z_wide))}
     return result, {"log_density": log_model}, history
 
 
@@ -189,6 +194,22 @@ def run_dde_generator(cfg, toy, key, ctx, run):
     return result, {"samples": samples}, history
 
 
+def markdown_table(results: dict, toy_names, methods) -> str:
+    """The README's results table: KL ± stderr (and the finite-sample floor for sample KLs)."""
+    lines = ["| toy | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for t in toy_names:
+        cells = []
+        for m in methods:
+            r = results.get(f"{t}/{m}")
+            if r is None:
+                cells.append("–")
+                continue
+            floor = f" (floor {r['kl_floor']:.4f})" if "kl_floor" in r else ""
+            cells.append(f"{r['kl']:.4f} ± {r['kl_stderr']:.4f}{floor}, {r['seconds']:.0f} s")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 RUNNERS = {"dde": run_dde, "dde-generator": run_dde_generator, "mdsm": run_mdsm}
 
 
@@ -210,6 +231,7 @@ def main(argv=None):
         grid = metrics.make_grid(toy.bounds, cfg.grid_n)
         ctx = {
             "grid": grid,
+            "norm_grid": metrics.make_grid(tuple(2.0 * b for b in toy.bounds), 2 * cfg.grid_n),
             "log_true": lambda x, toy=toy: toy.log_density(x, cfg.sigma),
             "x_eval": toys.sample_smoothed(toy, k_eval, cfg.n_eval, cfg.sigma),
             "floor": float(metrics.kl_floor(toy, k_floor, cfg.n_samples, cfg.sigma, grid)["kl"]),
@@ -228,6 +250,7 @@ def main(argv=None):
                 json.dump(results, f, indent=2)
         plotting.toy_figure(os.path.join(out, f"{toy_name}.png"), toy, cfg.sigma, grid, panels, results, toy_name)
         plotting.loss_curves(os.path.join(out, f"{toy_name}_loss.png"), curves, toy_name)
+    print(markdown_table(results, cfg.toys, cfg.methods))
     print(f"wrote {out}/metrics.json")
     return results
 
