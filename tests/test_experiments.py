@@ -30,6 +30,12 @@ def test_toy2d_smoke_writes_metrics_and_figures(tmp_path):
         assert r["kl"] > -3 * r["kl_stderr"] - 1e-6, name
     assert saved["eight_gaussians/dde-generator"]["generator_updates"] == 200 // 10
     for t in toy2d.toys.TOY_NAMES:
+        r = saved[f"{t}/dde"]
+        # same points, same grid normaliser: exact-minus-model log-likelihood is the density KL
+        assert abs((r["test_ll_true"] - r["test_ll_grid"]) - r["kl"]) < 1e-3, t
+        assert math.isfinite(r["test_ll_ais"]) and r["test_ll_ais_stderr"] > 0
+        assert 0.0 <= r["mass_outside_bounds"] < 0.5
+    for t in toy2d.toys.TOY_NAMES:
         assert (out / f"{t}.png").stat().st_size > 1000
         assert (out / f"{t}_loss.png").stat().st_size > 1000
     runs = {json.loads(line)["run"] for line in (out / "metrics.jsonl").read_text().splitlines()}
