@@ -5,7 +5,7 @@ Two kinds of KL are provided:
 * :func:`density_kl` compares a normalised model density with the exact
   ``p̂_σ`` of a toy by Monte Carlo over samples of ``p̂_σ`` (for energy models,
   normalised on a grid with :func:`model_log_density`).
-* :func:`sample_kl` compares a *sample* (e.g. from a sampler or generator)
+* :func:`sample_kl` compares a *clean* sample (a generator, a denoised chain)
   with ``p̂_σ`` through its σ-smoothed empirical law ``q̂`` on a grid. A kernel
   estimate of ``n`` points is biased upward even for perfect samples, so every
   sample KL should be reported beside :func:`kl_floor`, the same number for
@@ -128,6 +128,7 @@ def density_kl(log_p_true: Callable, log_p_model: Callable, x_true):
 # sample within ~69 nats of the nearest one can hit it; the full-sample column
 # (weight 1/n on that nearest sample) never does.
 _KDE_FLOOR = 1e-30
+_OUTSIDE_FLOOR = 1e-12  # outside-the-grid mass below this counts as none
 
 
 def _kde_log_density(samples, weights, sigma, x, chunk_size):
@@ -183,10 +184,21 @@ def smoothed_empirical_log_density(samples, sigma, chunk_size: int = 1024) -> Ca
     return log_q
 
 
-def _grid_kls(log_p, log_q):
-    """KL(P‖Q), KL(Q‖P) of the cell masses (both renormalised on the grid)."""
-    lp = jax.nn.log_softmax(log_p)
-    lq = jax.nn.log_softmax(log_q)
+def _cell_masses_with_outside(log_density, log_cell_area):
+    """Log masses of the grid cells plus one last "outside" cell holding what the grid
+    misses, so mass a sampler leaks off the grid counts against it (renormalising on the
+    grid would hide it). Quadrature error that pushes the inside above 1 is scaled away."""
+    log_cells = log_density + log_cell_area
+    log_inside = logsumexp(log_cells)
+    log_cells = log_cells - jnp.maximum(log_inside, 0.0)
+    outside = jnp.maximum(1.0 - jnp.exp(logsumexp(log_cells)), _OUTSIDE_FLOOR)
+    return jnp.concatenate([log_cells, jnp.log(outside)[None]])
+
+
+def _grid_kls(log_p, log_q, log_cell_area):
+    """KL(P‖Q), KL(Q‖P) of the absolute cell masses, with an "outside" cell each."""
+    lp = _cell_masses_with_outside(log_p, log_cell_area)
+    lq = _cell_masses_with_outside(log_q, log_cell_area)
     p, q = jnp.exp(lp), jnp.exp(lq)
     # 0·log 0 = 0: cells without mass (e.g. σ = 0 checkerboard) contribute nothing
     fwd = jnp.sum(jnp.where(p > 0, p * (lp - lq), 0.0))
@@ -206,8 +218,11 @@ def sample_kl(
     """Grid KLs between ``p̂`` and the σ-smoothed empirical law ``q̂`` of ``samples``.
 
     ``p̂`` is ``log_p_true`` (``x -> (n,)``, e.g. ``lambda x:
-    toy.log_density(x, sigma)``); both laws are evaluated on ``grid`` and
-    renormalised there. ``kl = KL(p̂‖q̂)`` punishes dropped modes,
+    toy.log_density(x, sigma)``); both laws are evaluated on ``grid`` as absolute cell
+    masses plus one cell for the mass outside the grid (samples that leave the grid are
+    penalised, not renormalised away). ``q̂`` is the *σ-smoothed* sample law: pass clean
+    samples (a generator's output, a denoised chain) against ``p̂_σ``; samples that already
+    follow ``p̂_σ`` (a Langevin chain on E ≈ −log p̂_σ) belong against ``p̂_{√2·σ}``. ``kl = KL(p̂‖q̂)`` punishes dropped modes,
     ``kl_reverse = KL(q̂‖p̂)`` punishes mass where ``p̂`` has none. Standard
     errors are the std over ``n_boot`` bootstrap resamples of ``samples``
     (conservative: about 1.5x the spread over independent samples, since
@@ -225,7 +240,8 @@ def sample_kl(
         raise ValueError(f"log_p_true must map (n, 2) -> (n,), got shape {log_p.shape}.")
 
     fwd, rev, boot_fwd, boot_rev = _sample_kl_core(
-        samples, log_p, grid.points, jnp.asarray(sigma, jnp.float32), key, n_boot, chunk_size
+        samples, log_p, grid.points, jnp.asarray(sigma, jnp.float32), key, n_boot, chunk_size,
+        math.log(grid.cell_area),
     )
     return {
         "kl": fwd,
@@ -236,7 +252,7 @@ def sample_kl(
 
 
 @functools.partial(jax.jit, static_argnums=(5, 6))
-def _sample_kl_core(samples, log_p, points, sigma, key, n_boot, chunk_size):
+def _sample_kl_core(samples, log_p, points, sigma, key, n_boot, chunk_size, log_cell_area):
     m = samples.shape[0]
     # a bootstrap resample = multinomial counts on the original samples, so
     # all replicates share the kernel evaluations (column 0: the sample itself)
@@ -244,7 +260,7 @@ def _sample_kl_core(samples, log_p, points, sigma, key, n_boot, chunk_size):
     counts = jnp.zeros((n_boot, m)).at[jnp.arange(n_boot)[:, None], idx].add(1.0)
     weights = jnp.concatenate([jnp.ones((m, 1)), counts.T], 1) / m
     log_q = _kde_log_density(samples, weights, sigma, points, chunk_size)
-    fwd, rev = jax.vmap(_grid_kls, in_axes=(None, 1))(log_p, log_q)
+    fwd, rev = jax.vmap(_grid_kls, in_axes=(None, 1, None))(log_p, log_q, log_cell_area)
     return fwd[0], rev[0], fwd[1:], rev[1:]
 
 

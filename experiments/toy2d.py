@@ -227,7 +227,9 @@ def likelihood_table(results: dict, toy_names) -> str:
 
 def markdown_table(results: dict, toy_names, methods) -> str:
     """The README's results table: KL ± stderr (and the finite-sample floor for sample KLs)."""
-    lines = ["| toy | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    kinds = {"dde": "dde: density KL(p̂‖p_model)", "dde-generator": "dde-generator: sample KL",
+             "mdsm": "mdsm: sample KL"}
+    lines = ["| toy | " + " | ".join(kinds.get(m, m) for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for t in toy_names:
         cells = []
         for m in methods:

@@ -145,3 +145,17 @@ class MetricsTest(chex.TestCase):
             metrics.make_grid((-1.0, 1.0), n=1)
         with pytest.raises(ValueError, match="energy_fn must return shape"):
             metrics.grid_log_normalizer(lambda p, x: x, None, grid)
+
+
+def test_sample_kl_counts_mass_that_leaves_the_grid():
+    # Half the samples far outside the grid: q̂ keeps only half its mass inside, so
+    # KL(p̂‖q̂) ≈ log 2; renormalising on the grid would hide the leak.
+    toy = get_toy("eight_gaussians")
+    grid = metrics.make_grid(toy.bounds, 96)
+    x = toy.sample(jax.random.PRNGKey(0), 2000)
+    log_p = lambda z: toy.log_density(z, 0.2)  # noqa: E731
+    exact = metrics.sample_kl(x, log_p, 0.2, grid)
+    leaked = metrics.sample_kl(x.at[:1000].set(50.0), log_p, 0.2, grid)
+    assert float(exact["kl"]) < 0.1
+    assert float(leaked["kl"]) > np.log(2.0) - 0.05
+    assert float(leaked["kl_reverse"]) > 5.0
