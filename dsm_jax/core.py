@@ -65,7 +65,8 @@ def denoiser(energy_fn: EnergyFn, sigma):
     return denoise_fn
 
 
-def _sum_event(v: jax.Array) -> jax.Array:
+def sum_event(v: jax.Array) -> jax.Array:
+    """Sum over the event axes: (batch, *event) -> (batch,)."""
     return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
 
 
@@ -86,7 +87,7 @@ def dsm_loss(energy_fn: EnergyFn, sigma):
         _checks.check_batched("x", x)
         x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
         denoised = x_noisy - sigma**2 * energy_grad(energy_fn, params, x_noisy)
-        return jnp.mean(_sum_event(jnp.square(denoised - x)))
+        return jnp.mean(sum_event(jnp.square(denoised - x)))
 
     return loss_fn
 
@@ -120,7 +121,7 @@ def mdsm_loss(energy_fn: EnergyFn, sigma_min, sigma_max, sigma0=0.1, spacing="ge
         sigmas = sigmas.astype(x.dtype)
         x_noisy = x + _broadcast_event(sigmas, x) * jax.random.normal(key_noise, x.shape, x.dtype)
         residual = x - x_noisy + sigma0**2 * energy_grad(energy_fn, params, x_noisy)
-        return jnp.mean(_sum_event(jnp.square(residual)) / jnp.square(sigmas))
+        return jnp.mean(sum_event(jnp.square(residual)) / jnp.square(sigmas))
 
     return loss_fn
 

@@ -17,7 +17,7 @@ import optax
 
 from dsm_jax import _checks
 from dsm_jax.core import dsm_loss, kl_generator_loss
-from dsm_jax.training import apply_loss
+from dsm_jax.training import apply_loss, with_data
 
 
 class NetState(NamedTuple):
@@ -102,14 +102,7 @@ def make_dde_step(
         new_state = DDEState(state.step + 1, gen, p, q, state.gen_updates + do_gen.astype(jnp.int32), key)
         return new_state, metrics
 
-    if data_fn is None:
-        return step_on
-
-    def step(state: DDEState):
-        key, k_data = jax.random.split(state.key)
-        return step_on(state._replace(key=key), data_fn(k_data))
-
-    return step
+    return step_on if data_fn is None else with_data(step_on, data_fn)
 
 
 def geometric_sigma_schedule(sigma_start, sigma_end, n_steps):

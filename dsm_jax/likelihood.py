@@ -48,7 +48,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 
 from dsm_jax import _checks
-from dsm_jax.core import EnergyFn, energy_and_grad
+from dsm_jax.core import EnergyFn, energy_and_grad, sum_event
 
 __all__ = [
     "estimate_log_z",
@@ -157,10 +157,6 @@ def _proposal(event_shape, mean, scale):
     return jnp.broadcast_to(mean, event_shape), jnp.broadcast_to(scale, event_shape)
 
 
-def _sum_event(v):
-    return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
-
-
 # ----------------------------------------------------------------------------------------
 # proposal densities
 
@@ -172,7 +168,7 @@ def gaussian_proposal_log_density(x, mean, scale):
     """
     z = (x - mean) / scale
     per_dim = -0.5 * jnp.square(z) - jnp.log(jnp.broadcast_to(scale, x.shape)) - 0.5 * _LOG_2PI
-    return _sum_event(per_dim)
+    return sum_event(per_dim)
 
 
 def dde_buggy_proposal_log_density(x, mean, scale):
@@ -458,7 +454,7 @@ def _make_transition(energy_fn, params, mean, scale, kernel):
 
     def annealed(beta, x, e, g):
         r = (x - mean) / scale
-        u = (1.0 - beta) * 0.5 * _sum_event(jnp.square(r)) + beta * e
+        u = (1.0 - beta) * 0.5 * sum_event(jnp.square(r)) + beta * e
         return u, (1.0 - beta) * r / scale + beta * g
 
     def step(state, beta, eta, key):
@@ -471,7 +467,7 @@ def _make_transition(energy_fn, params, mean, scale, kernel):
         e_y = e_y.astype(jnp.float32)
         u_y, gu_y = annealed(beta, y, e_y, g_y)
         back = (x - y + 0.5 * eta * var * gu_y) / (jnp.sqrt(eta) * scale)
-        log_ratio = -(u_y - u) - 0.5 * _sum_event(jnp.square(back)) + 0.5 * _sum_event(jnp.square(z))
+        log_ratio = -(u_y - u) - 0.5 * sum_event(jnp.square(back)) + 0.5 * sum_event(jnp.square(z))
         log_ratio = jnp.nan_to_num(log_ratio, nan=-jnp.inf)  # a NaN proposal is rejected
         accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
         if kernel == "mala":
@@ -510,7 +506,7 @@ def _ais_core(
 
     def e_minus_eq(state):
         x, e, _ = state
-        return e - 0.5 * _sum_event(jnp.square((x - mean) / scale))
+        return e - 0.5 * sum_event(jnp.square((x - mean) / scale))
 
     key_pilot, key_main = jax.random.split(key)
     if adapt:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dsm_jax import _checks
-from dsm_jax.core import EnergyFn, energy_and_grad
+from dsm_jax.core import EnergyFn, energy_and_grad, sum_event
 
 
 class ChainState(NamedTuple):
@@ -35,10 +35,6 @@ class StepInfo(NamedTuple):
 def init_chain(energy_fn: EnergyFn, params, x: jax.Array) -> ChainState:
     e, g = energy_and_grad(energy_fn, params, x)
     return ChainState(x, e, g)
-
-
-def _per_example_sum(v):
-    return jnp.sum(v.reshape(v.shape[0], -1), axis=1)
 
 
 def _step_info(state: ChainState, acceptance_rate) -> StepInfo:
@@ -72,7 +68,7 @@ def mala_kernel(energy_fn: EnergyFn):
         diff = to_x - from_state.x + 0.5 * step_size * from_state.grad
         if free_mask is not None:
             diff = jnp.where(free_mask > 0, diff, 0.0)
-        return -_per_example_sum(jnp.square(diff)) / (2.0 * step_size * temperature)
+        return -sum_event(jnp.square(diff)) / (2.0 * step_size * temperature)
 
     def step(params, key, state: ChainState, step_size, temperature, free_mask=None):
         key_noise, key_accept = jax.random.split(key)

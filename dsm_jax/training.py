@@ -55,10 +55,14 @@ def make_train_step(loss_fn, optimizer, data_fn: Callable | None = None):
         params, opt_state, metrics = apply_loss(loss_fn, optimizer, state.params, state.opt_state, loss_key, x)
         return TrainState(state.step + 1, params, opt_state, key), metrics
 
-    if data_fn is None:
-        return step_on
+    return step_on if data_fn is None else with_data(step_on, data_fn)
 
-    def step(state: TrainState):
+
+def with_data(step_on, data_fn: Callable):
+    """``step_on(state, x)`` → ``step(state)`` drawing ``x = data_fn(key)`` from the state's
+    key (any state with a ``key`` field): synthetic data generated on device, inside jit."""
+
+    def step(state):
         key, data_key = jax.random.split(state.key)
         return step_on(state._replace(key=key), data_fn(data_key))
 
