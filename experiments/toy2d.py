@@ -12,7 +12,7 @@ Methods:
   mdsm           E by ``mdsm_loss``; samples by annealed Langevin + one denoise; metric:
                  sample KL.
 
-    python experiments/toy2d.py                   # default CPU preset (~25 min on 2 cores)
+    python experiments/toy2d.py                   # default CPU preset (~14 min on 2 cores)
     python experiments/toy2d.py --preset smoke    # whole grid in < 3 min
     python experiments/toy2d.py --preset paper    # DDE paper settings (GPU)
 """
