@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dsm_jax import _checks
-from dsm_jax.core import EnergyFn, energy_and_grad, sum_event
+from dsm_jax.core import EnergyFn, denoiser, energy_and_grad, sum_event
 
 
 class ChainState(NamedTuple):
@@ -187,6 +187,7 @@ def annealed_langevin(
     if temperatures is None:
         temperatures = mdsm_temperature_schedule()
     _checks.check_positive("sigma0", sigma0)
+    final_denoise = denoiser(energy_fn, sigma0)
     if jnp.ndim(temperatures) != 1 or jnp.shape(temperatures)[0] == 0:
         raise ValueError(
             f"`temperatures` must have shape (n_steps,) with n_steps >= 1 (one temperature per "
@@ -197,8 +198,7 @@ def annealed_langevin(
     def sample_fn(params, key, x0, free_mask=None):
         x, info = chain(params, key, x0, free_mask)
         if denoise:
-            _, g = energy_and_grad(energy_fn, params, x)
-            x = _masked(free_mask, x - sigma0**2 * g, x)
+            x = _masked(free_mask, final_denoise(params, x), x)
         return (x, info) if return_info else x
 
     return sample_fn

@@ -123,9 +123,9 @@ def run_dde(cfg, toy, key, ctx, run):
         cfg, dj.dsm_loss(energy_fn, cfg.sigma), data_fn, key, cfg.dde_steps, f"{toy.name}/dde", run)
     # Normalise on a grid twice as wide as the plotting bounds: a learned energy can put mass
     # where the data has none, and Z missing that mass would make the KL look better than it is.
-    log_model = metrics.model_log_density(energy_fn, params, ctx["norm_grid"])
-    kl, se = metrics.density_kl(ctx["log_true"], log_model, ctx["x_eval"])
     log_z_wide = metrics.grid_log_normalizer(energy_fn, params, ctx["norm_grid"])
+    log_model = lambda x: dj.log_likelihood(energy_fn, params, x, log_z_wide)  # noqa: E731
+    kl, se = metrics.density_kl(ctx["log_true"], log_model, ctx["x_eval"])
     log_z_bounds = metrics.grid_log_normalizer(energy_fn, params, ctx["grid"])
     ctx["dde_params"] = params
     result = {"kl": float(kl), "kl_stderr": float(se), "steps": cfg.dde_steps, "seconds": seconds,
