@@ -33,9 +33,10 @@ def check_nonnegative(name: str, value) -> None:
         raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}.")
 
 
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int, which must be >= ``minimum`` (default: positive)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
     return int(value)
 
 

@@ -111,12 +111,6 @@ def _check_energy_fn(energy_fn, params, event_shape) -> None:
         )
 
 
-def _check_int(name, value, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def _check_float_in(name, value, lo, hi) -> float:
     try:
         v = float(value)
@@ -233,9 +227,9 @@ def is_log_z(
     DDE bug (:func:`dde_buggy_proposal_log_density`) with otherwise identical machinery.
     """
     event_shape = _check_event_shape(event_shape)
-    n_samples = _check_int("n_samples", n_samples)
-    n_batches = _check_int("n_batches", n_batches, 2)
-    chunk_size = _check_int("chunk_size", chunk_size)
+    n_samples = _checks.check_positive_int("n_samples", n_samples)
+    n_batches = _checks.check_positive_int("n_batches", n_batches, 2)
+    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
     if n_samples % n_batches:
         raise ValueError(
             f"`n_samples` ({n_samples}) must be a multiple of `n_batches` ({n_batches}); e.g. "
@@ -297,7 +291,7 @@ def sigmoid_schedule(n_temps: int, delta: float = 4.0) -> jax.Array:
     rescaled to start at 0 and end at 1 — small steps near both ends, where the annealed
     distributions change fastest. ``delta → 0`` gives a linear schedule.
     """
-    n_temps = _check_int("n_temps", n_temps)
+    n_temps = _checks.check_positive_int("n_temps", n_temps)
     _checks.check_positive("delta", delta)
     t = np.linspace(-1.0, 1.0, n_temps + 1) * float(delta)
     s = 1.0 / (1.0 + np.exp(-t))
@@ -396,8 +390,8 @@ def ais_log_z(
         raise ValueError(f"`kernel` must be 'mala' or 'ula', got {kernel!r}.")
     betas = sigmoid_schedule(n_temps) if betas is None else _check_betas(betas)
     n_temps = betas.shape[0] - 1
-    n_chains = _check_int("n_chains", n_chains)
-    chains_per_chunk = min(_check_int("chains_per_chunk", chains_per_chunk), n_chains)
+    n_chains = _checks.check_positive_int("n_chains", n_chains)
+    chains_per_chunk = min(_checks.check_positive_int("chains_per_chunk", chains_per_chunk), n_chains)
     if n_chains % chains_per_chunk:
         raise ValueError(
             f"`n_chains` ({n_chains}) must be a multiple of `chains_per_chunk` ({chains_per_chunk}); "
@@ -405,7 +399,7 @@ def ais_log_z(
         )
     if n_chains < 2:
         raise ValueError(f"`n_chains` must be >= 2 for a standard error, got {n_chains}.")
-    n_mcmc = _check_int("n_mcmc", n_mcmc)
+    n_mcmc = _checks.check_positive_int("n_mcmc", n_mcmc)
     d = int(np.prod(event_shape))
     if step_size is None:
         step_size = d ** (-1.0 / 3.0)
@@ -419,8 +413,8 @@ def ais_log_z(
     if not isinstance(adapt_step_size, bool):
         raise ValueError(f"`adapt_step_size` must be True or False, got {adapt_step_size!r}.")
     target_accept = _check_float_in("target_accept", target_accept, 0.0, 1.0)
-    pilot_chains = _check_int("pilot_chains", pilot_chains)
-    pilot_steps = _check_int("pilot_steps", pilot_steps)
+    pilot_chains = _checks.check_positive_int("pilot_chains", pilot_chains)
+    pilot_steps = _checks.check_positive_int("pilot_steps", pilot_steps)
     _check_key(key)
     _check_energy_fn(energy_fn, params, event_shape)
     mean, scale = _proposal(event_shape, proposal_mean, proposal_scale)
@@ -616,8 +610,8 @@ def grid_log_z(
         raise ValueError(f"`bounds` must be a pair (lo, hi) of numbers with lo < hi, got {bounds!r}.") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"`bounds` must be a pair (lo, hi) of finite numbers with lo < hi, got {bounds!r}.")
-    n = (4096 if d == 1 else 256) if n is None else _check_int("n", n, 4)
-    chunk_size = _check_int("chunk_size", chunk_size)
+    n = (4096 if d == 1 else 256) if n is None else _checks.check_positive_int("n", n, 4)
+    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
     _check_energy_fn(energy_fn, params, event_shape)
 
     def reshaped(p, x):
@@ -748,7 +742,7 @@ def evaluate_log_likelihood(
     n = int(jnp.shape(x_test)[0])
     if n < 2:
         raise ValueError(f"`x_test` needs at least 2 examples for a standard error, got {n}.")
-    chunk_size = _check_int("chunk_size", chunk_size)
+    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
     _checks.check_nonnegative("log_z_stderr", log_z_stderr)
     log_z, log_z_stderr = float(log_z), float(log_z_stderr)
     if not math.isfinite(log_z):
