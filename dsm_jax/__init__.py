@@ -12,7 +12,14 @@ from dsm_jax.core import (
     sample_sigmas,
     score,
 )
-from dsm_jax.dde import DDEState, geometric_sigma_schedule, init_dde_state, make_dde_step, make_q_warmup_step
+from dsm_jax.dde import (
+    DDEState,
+    geometric_sigma_schedule,
+    init_dde_state,
+    make_dde_step,
+    make_p_warmup_step,
+    make_q_warmup_step,
+)
 from dsm_jax.likelihood import (
     ais_log_z,
     estimate_log_z,
@@ -23,7 +30,8 @@ from dsm_jax.likelihood import (
     log_likelihood,
     sigmoid_schedule,
 )
-from dsm_jax.nets import MLPEnergy, ResidualMLPGenerator, energy_fn_of, init_params
+from dsm_jax.nets import RESNET_CONFIGS, MLPEnergy, ResidualMLPGenerator, ResNetEnergy, energy_fn_of, init_params
+from dsm_jax.nets import DDE_DENSENET_PAPER, ConvGenerator, DenseNetEnergy, DenseNetGenerator, DenseNetMLP
 from dsm_jax.samplers import (
     ChainState,
     StepInfo,
@@ -35,15 +43,24 @@ from dsm_jax.samplers import (
     mala,
     mala_kernel,
     mdsm_temperature_schedule,
+    sample_in_chunks,
 )
-from dsm_jax.training import TrainState, adam, fit, init_train_state, make_train_step
+from dsm_jax.training import Checkpoints, TrainState, adam, fit, init_train_state, make_train_step, update_ema
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChainState",
+    "Checkpoints",
+    "ConvGenerator",
     "DDEState",
+    "DDE_DENSENET_PAPER",
+    "DenseNetEnergy",
+    "DenseNetGenerator",
+    "DenseNetMLP",
     "MLPEnergy",
+    "RESNET_CONFIGS",
+    "ResNetEnergy",
     "ResidualMLPGenerator",
     "StepInfo",
     "TrainState",
@@ -71,13 +88,16 @@ __all__ = [
     "langevin_kernel",
     "log_likelihood",
     "make_dde_step",
+    "make_p_warmup_step",
     "make_q_warmup_step",
     "make_train_step",
     "mala",
     "mala_kernel",
     "mdsm_loss",
     "mdsm_temperature_schedule",
+    "sample_in_chunks",
     "sample_sigmas",
     "score",
     "sigmoid_schedule",
+    "update_ema",
 ]

@@ -40,10 +40,12 @@ def apply_overrides(config, overrides: Sequence[str]):
     return dataclasses.replace(config, **changes)
 
 
-def parse_args(base, presets: dict[str, dict], description: str, argv=None, default_preset="default"):
+def parse_args(base, presets: dict[str, dict], description: str, argv=None, default_preset="default",
+               flags: Sequence[str] = ()):
     """Build the config from ``--preset`` and ``--set`` flags; returns ``(config, args)``.
 
-    ``args`` carries ``out`` (output directory), ``preset`` and ``no_progress``.
+    ``args`` carries ``out`` (output directory), ``preset`` and ``no_progress``. Each field
+    named in ``flags`` also gets its own ``--FIELD VALUE`` option (same as ``--set FIELD=VALUE``).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", default=default_preset, choices=sorted(presets))
@@ -53,9 +55,12 @@ def parse_args(base, presets: dict[str, dict], description: str, argv=None, defa
         help="override one config field (repeatable); tuples as comma lists",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    for name in flags:
+        parser.add_argument(f"--{name}", default=None, help=f"same as --set {name}=VALUE")
     args = parser.parse_args(argv)
     config = dataclasses.replace(base, **presets[args.preset])
-    config = apply_overrides(config, args.overrides)
+    extra = [f"{name}={getattr(args, name)}" for name in flags if getattr(args, name) is not None]
+    config = apply_overrides(config, [*args.overrides, *extra])
     return config, args
 
 

@@ -131,3 +131,19 @@ def make_q_warmup_step(energy_fn, generator_fn, sigma, latent_fn, energy_optimiz
         return state._replace(q=NetState(params, opt_state), key=key), {"q_loss": m["loss"]}
 
     return step
+
+
+def make_p_warmup_step(energy_fn, sigma, energy_optimizer):
+    """Train E_p alone by DSM on real batches before the loop (``step(state, x_real) ->
+    (state, {"p_loss"})``; ``state.step`` and the generator unchanged): the first generator
+    steps then follow a data density rather than a barely trained E_p, whose early gradient
+    pulls every sample toward one blob (on Fashion-MNIST the generator collapsed onto a
+    single image without it). E_p stays on the same optimiser state when the loop starts."""
+    energy_loss = dsm_loss(energy_fn, sigma)
+
+    def step(state: DDEState, x_real):
+        key, k_p = jax.random.split(state.key)
+        params, opt_state, m = apply_loss(energy_loss, energy_optimizer, state.p.params, state.p.opt_state, k_p, x_real)
+        return state._replace(p=NetState(params, opt_state), key=key), {"p_loss": m["loss"]}
+
+    return step

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -76,5 +77,259 @@ def energy_fn_of(module: nn.Module) -> Callable:
 
 
 def init_params(module: nn.Module, key, event_shape: Sequence[int]):
-    """Initialise ``module`` for inputs of shape ``(batch, *event_shape)``."""
-    return module.init(key, jnp.zeros((1, *event_shape), jnp.float32))
+    """Initialise ``module`` for inputs of shape ``(batch, *event_shape)``.
+
+    Jitted: run eagerly, a conv net's init dispatches (and compiles) op by op."""
+    return jax.jit(module.init)(key, jnp.zeros((1, *event_shape), jnp.float32))
+
+
+class MatmulConv(nn.Module):
+    """A stride-1 'SAME' convolution written as shifted slices + one matmul (im2col).
+
+    Same parameters (``kernel`` (kh, kw, c_in, c_out), ``bias``) and same result as
+    ``nn.Conv(features, kernel_size)`` up to float summation order. Why: XLA:CPU lowers the
+    convolutions that appear in the input- and parameter-gradients of a conv net to a naive
+    loop when they sit inside a ``lax.scan``/``while`` body (jax-ml/jax#12868), making a
+    scanned Langevin chain or training chunk 5–40× slower on CPU; slices, pads and dots
+    have no such cliff, and their gradients are again slices, pads and dots.
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        c_in = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features))
+        h, w = x.shape[1:3]
+        padded = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+        patches = jnp.concatenate(
+            [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1
+        )
+        y = patches @ kernel.reshape(kh * kw * c_in, self.features)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+
+def conv_layer(impl: str, features: int, kernel_size, use_bias: bool = True, name: str | None = None):
+    """``nn.Conv`` (``impl="xla"``) or :class:`MatmulConv` (``impl="matmul"``), same params."""
+    if impl == "xla":
+        return nn.Conv(features, kernel_size, use_bias=use_bias, name=name)
+    if impl == "matmul":
+        return MatmulConv(features, tuple(kernel_size), use_bias=use_bias, name=name)
+    raise ValueError(f"Unknown `conv_impl` {impl!r}; choose 'matmul' (fast on CPU inside scans) or 'xla'.")
+
+
+def mean_pool(x):
+    """2×2 mean pooling (NHWC), MDSM's downsampling."""
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation block: ELU → 3×3 conv → ELU → 3×3 conv, plus a 1×1-conv shortcut.
+
+    With ``downsample`` both paths are mean-pooled 2×2 (the shortcut before its 1×1 conv,
+    the residual after its second conv), as in MDSM. No normalisation: an energy must
+    treat examples independently.
+    """
+
+    features: int
+    downsample: bool = False
+    activation: str = "elu"
+    conv_impl: str = "matmul"
+
+    @nn.compact
+    def __call__(self, x):
+        act = activation(self.activation)
+        shortcut = mean_pool(x) if self.downsample else x
+        shortcut = conv_layer(self.conv_impl, self.features, (1, 1), name="shortcut")(shortcut)
+        h = conv_layer(self.conv_impl, x.shape[-1], (3, 3), use_bias=False, name="conv1")(act(x))
+        h = conv_layer(self.conv_impl, self.features, (3, 3), name="conv2")(act(h))
+        if self.downsample:
+            h = mean_pool(h)
+        return shortcut + h
+
+
+class ResNetEnergy(nn.Module):
+    """MDSM's image energy: a 3×3 conv stem, stages of residual blocks that each start by
+    downsampling and doubling the channels (``width`` → 2·width → 4·width → …), and the
+    quadratic read-out ``E = l₁(h)·l₂(h) + l₃(h²)`` over the flattened features.
+
+    ``blocks_per_stage`` counts the blocks per stage including the downsampling one:
+    MDSM's Fashion-MNIST network is ``ResNetEnergy(width=64, n_stages=3, blocks_per_stage=2)``
+    (6 blocks, 128/256/512 channels), its CIFAR-10 network ``width=128, n_stages=3,
+    blocks_per_stage=3`` (9 blocks, 256/512/1024 channels); see :data:`RESNET_CONFIGS`.
+    ``conv_impl`` picks the convolution: ``"matmul"`` (:class:`MatmulConv`, the default: fast
+    on CPU inside scanned chains) or ``"xla"`` (``nn.Conv``); parameters are interchangeable.
+    """
+
+    width: int = 64
+    n_stages: int = 3
+    blocks_per_stage: int = 2
+    activation: str = "elu"
+    conv_impl: str = "matmul"
+
+    @nn.compact
+    def __call__(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"ResNetEnergy expects images (batch, H, W, C), got shape {x.shape}.")
+        h = conv_layer(self.conv_impl, self.width, (3, 3), name="stem")(x)
+        for stage in range(self.n_stages):
+            for block in range(self.blocks_per_stage):
+                h = ResidualBlock(
+                    self.width * 2 ** (stage + 1), downsample=block == 0, activation=self.activation,
+                    conv_impl=self.conv_impl,
+                )(h)
+        h = h.reshape(h.shape[0], -1)
+        linear = nn.Dense(1, name="l1")(h) * nn.Dense(1, name="l2")(h)
+        return (linear + nn.Dense(1, name="l3")(jnp.square(h)))[:, 0]
+
+
+RESNET_CONFIGS: dict[str, dict] = {
+    # MDSM's networks (the papers' settings) and a CPU-sized one.
+    "fashion_mnist": dict(width=64, n_stages=3, blocks_per_stage=2),
+    "cifar10": dict(width=128, n_stages=3, blocks_per_stage=3),
+    "cpu": dict(width=16, n_stages=3, blocks_per_stage=1),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# DDE's image networks (Bigdeli et al.): DenseNet-style MLPs, plus a convolutional option.
+# ---------------------------------------------------------------------------------------
+DDE_DENSENET_PAPER: dict[str, int] = {
+    # The DDE code's MNIST / Fashion-MNIST networks: 16 dense layers, each layer's output
+    # concatenated to its input; growth 256 for E_p and E_q, 64 for G; a 16-d latent.
+    "depth": 16,
+    "energy_growth": 256,
+    "generator_growth": 64,
+    "latent_dim": 16,
+}
+
+
+def _check_net_size(owner: str, **sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{owner}: `{name}` must be an int >= 1, got {value!r}.")
+
+
+class DenseNetMLP(nn.Module):
+    """DenseNet-style MLP on flattened inputs (the DDE code's image network).
+
+    Layer ``i`` computes ``y = act(Dense(growth)(h))`` and passes on ``concat([y, h])``, so
+    after ``depth`` layers the features are ``d_in + depth·growth`` wide (every layer sees
+    the input and every earlier layer's output); a final ``Dense(out_dim)`` reads them out.
+    """
+
+    depth: int = DDE_DENSENET_PAPER["depth"]
+    growth: int = DDE_DENSENET_PAPER["energy_growth"]
+    out_dim: int = 1
+    activation: str = "softplus"
+    readout_init_scale: float = 1.0  # std multiplier of the read-out's LeCun-normal initialisation
+
+    @nn.compact
+    def __call__(self, x):
+        _check_net_size(type(self).__name__, depth=self.depth, growth=self.growth, out_dim=self.out_dim)
+        act = activation(self.activation)
+        h = x.reshape(x.shape[0], -1)
+        for i in range(self.depth):
+            h = jnp.concatenate([act(nn.Dense(self.growth, name=f"dense_{i}")(h)), h], axis=-1)
+        # The read-out's input, (batch, d_in + depth·growth): apply(..., mutable="intermediates").
+        self.sow("intermediates", "features", h)
+        init = nn.initializers.variance_scaling(self.readout_init_scale**2, "fan_in", "truncated_normal")
+        return nn.Dense(self.out_dim, kernel_init=init, name="readout")(h)
+
+
+class DenseNetEnergy(nn.Module):
+    """Scalar energy ``E(x) = DenseNetMLP(x)`` (shape ``(batch,)``): DDE's E_p / E_q on
+    images, ``depth`` 16 and ``growth`` 256 in the paper. The DDE code's network is log p̂;
+    here E = −log p̂ (the project convention), which only flips the read-out's sign.
+
+    ``quadratic=True`` adds a learned diagonal Gaussian term ``½ Σᵢ exp(aᵢ)(xᵢ − bᵢ)²``
+    (per-coordinate centre ``b`` and log-precision ``a``; not in the paper). Why: a softplus
+    MLP's gradient is bounded and tends to a constant far from the data, while the DSM
+    target ∇E(x̃) ≈ (x̃ − E[x | x̃])/σ² grows linearly with the noise. On Fashion-MNIST at
+    σ = 0.5 the plain 16 × 64 DenseNet's DSM loss plateaued at ≈ 132 (worse than predicting
+    the mean image, 68), with the term it reached 34 after 1,000 steps of batch 100.
+    """
+
+    depth: int = DDE_DENSENET_PAPER["depth"]
+    growth: int = DDE_DENSENET_PAPER["energy_growth"]
+    activation: str = "softplus"
+    quadratic: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        e = DenseNetMLP(self.depth, self.growth, 1, self.activation, name="mlp")(x)[:, 0]
+        if self.quadratic:
+            flat = x.reshape(x.shape[0], -1)
+            centre = self.param("centre", nn.initializers.zeros_init(), (flat.shape[1],))
+            log_prec = self.param("log_prec", nn.initializers.zeros_init(), (flat.shape[1],))
+            e = e + 0.5 * jnp.sum(jnp.exp(log_prec) * jnp.square(flat - centre), axis=1)
+        return e
+
+
+class DenseNetGenerator(nn.Module):
+    """DDE's image generator: latent ``z`` (batch, latent_dim) → DenseNetMLP → sigmoid →
+    images ``(batch, *image_shape)`` in (0, 1). Paper: 16-d latent, depth 16, growth 64."""
+
+    depth: int = DDE_DENSENET_PAPER["depth"]
+    growth: int = DDE_DENSENET_PAPER["generator_growth"]
+    image_shape: tuple[int, ...] = (32, 32, 1)
+    activation: str = "softplus"
+    # > 1 widens the initial generator's spread over z (LeCun init gives pixel std ≈ 0.06
+    # across z, against 0.21 in Fashion-MNIST).
+    readout_init_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, z):
+        if z.ndim != 2:
+            raise ValueError(f"{type(self).__name__} expects latents (batch, latent_dim), got shape {z.shape}.")
+        n_out = 1
+        for s in self.image_shape:
+            n_out *= int(s)
+        logits = DenseNetMLP(self.depth, self.growth, n_out, self.activation, self.readout_init_scale, name="mlp")(z)
+        return nn.sigmoid(logits).reshape(z.shape[0], *self.image_shape)
+
+
+def upsample_nearest(x, factor: int = 2):
+    """Nearest-neighbour upsampling of NHWC images by an integer ``factor``."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN-like generator without normalisation (so G(z) depends on its own z only):
+    ``Dense → (s, s, width·2^n) → n × [2× nearest upsample → 3×3 conv → act] → 3×3 conv →
+    sigmoid``, ``s = H / 2^n``; channels halve at every upsample (``width`` at full size).
+
+    Upsample + conv instead of transposed convs avoids checkerboard artefacts; with
+    ``conv_impl="matmul"`` (:class:`MatmulConv`) there is no XLA:CPU slowdown inside scans.
+    """
+
+    width: int = 64
+    n_upsamples: int = 3
+    image_shape: tuple[int, ...] = (32, 32, 1)
+    activation: str = "relu"
+    conv_impl: str = "matmul"
+
+    @nn.compact
+    def __call__(self, z):
+        _check_net_size(type(self).__name__, width=self.width, n_upsamples=self.n_upsamples)
+        if z.ndim != 2:
+            raise ValueError(f"{type(self).__name__} expects latents (batch, latent_dim), got shape {z.shape}.")
+        h_out, w_out, c_out = self.image_shape
+        scale = 2**self.n_upsamples
+        if h_out % scale or w_out % scale:
+            raise ValueError(
+                f"ConvGenerator: image_shape {self.image_shape} is not divisible by 2**n_upsamples = {scale}; "
+                f"lower `n_upsamples`.")
+        act = activation(self.activation)
+        channels = self.width * scale
+        h = act(nn.Dense(h_out // scale * (w_out // scale) * channels, name="project")(z))
+        h = h.reshape(z.shape[0], h_out // scale, w_out // scale, channels)
+        for i in range(self.n_upsamples):
+            channels //= 2
+            h = act(conv_layer(self.conv_impl, max(channels, 1), (3, 3), name=f"conv_{i}")(upsample_nearest(h)))
+        return nn.sigmoid(conv_layer(self.conv_impl, c_out, (3, 3), name="to_image")(h))

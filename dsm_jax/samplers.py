@@ -218,3 +218,35 @@ def inpainter(energy_fn: EnergyFn, step_size=0.02**2, temperatures=None, sigma0=
         return sampler(params, key, x, 1.0 - jnp.asarray(observed_mask, x.dtype))
 
     return inpaint_fn
+
+
+def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *, progress=False, desc="sample"):
+    """Draw ``n`` samples in fixed-size chunks, so 10⁴+ chains never need memory for all of
+    them at once and only one chunk shape is ever compiled.
+
+    ``sample_fn(params, key, x0)`` is any sampler here (jit it; with ``return_info=True`` its
+    :class:`StepInfo` is used to report non-finite chains); ``init_fn(key, m) -> x0`` gives
+    ``m`` starting points. Returns ``(samples as numpy (n, ...), info)`` where ``info`` has
+    ``n_nonfinite`` (chains with a non-finite coordinate at the end) and
+    ``first_nonfinite_step`` (earliest step any chain went non-finite, or None).
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    n = _checks.check_positive_int("n", n)
+    chunk_size = min(_checks.check_positive_int("chunk_size", chunk_size), n)
+    n_chunks = -(-n // chunk_size)
+    out, n_bad, first_bad = [], 0, None
+    for i in tqdm(range(n_chunks), desc=desc, disable=not progress, dynamic_ncols=True):
+        k_init, k_run = jax.random.split(jax.random.fold_in(key, i))
+        result = sample_fn(params, k_run, init_fn(k_init, chunk_size))
+        x, info = result if isinstance(result, tuple) else (result, None)
+        x = np.asarray(x)[: n - i * chunk_size]  # the last chunk runs full-size and is trimmed
+        bad = ~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+        n_bad += int(bad.sum())
+        if info is not None and bad.any():
+            steps = np.flatnonzero(np.asarray(info.n_nonfinite) > 0)
+            if steps.size:
+                first_bad = int(steps[0]) if first_bad is None else min(first_bad, int(steps[0]))
+        out.append(x)
+    return np.concatenate(out), {"n_nonfinite": n_bad, "first_nonfinite_step": first_bad}

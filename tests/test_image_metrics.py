@@ -1,0 +1,248 @@
+"""Image metrics: Fréchet distance against closed forms, Inception score limits, the
+classifier's forward passes, training/restore, the Gaussian baseline and input checks.
+
+All on tiny synthetic data (never the real 60k set) so the file runs in seconds.
+"""
+from __future__ import annotations
+
+import chex
+import jax
+import numpy as np
+import pytest
+import scipy.linalg
+
+import dsm_jax.image_metrics as im
+from conftest import random_spd, tree_equal
+
+
+def _rotation(rng, d):
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return q
+
+
+def _toy_images(rng, n, n_classes=10, noise=0.1):
+    """Separable toy problem: class k is a bright 6×6 square at one of 10 positions, plus
+    noise, in [0, 1] with the 2-px zero border of padded Fashion-MNIST."""
+    labels = rng.integers(0, n_classes, size=n).astype(np.int32)
+    x = rng.uniform(0.0, noise, size=(n, 32, 32, 1)).astype(np.float32)
+    for i, k in enumerate(labels):
+        r, c = 3 + 6 * (k // 4), 3 + 6 * (k % 4)
+        x[i, r : r + 6, c : c + 6, 0] = 0.9
+    x[:, :2], x[:, -2:], x[:, :, :2], x[:, :, -2:] = 0, 0, 0, 0
+    return x, labels
+
+
+@pytest.fixture(scope="module")
+def params():
+    return im.init_classifier(jax.random.PRNGKey(0))
+
+
+# ---------------------------------------------------------------------------------------
+# Fréchet distance.
+# ---------------------------------------------------------------------------------------
+def test_fd_of_identical_statistics_is_zero():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16))
+    assert abs(im.fd(feats, feats)) < 1e-6
+    mu, cov = rng.normal(size=8), random_spd(rng, 8).astype(np.float64)
+    assert abs(im.frechet_distance(mu, cov, mu, cov)) < 1e-6
+    # Singular covariances (dead features, like the padding pixels) stay real and ~0.
+    low_rank = np.hstack([feats[:, :4], np.zeros((300, 4))])
+    assert abs(im.fd(low_rank, low_rank)) < 1e-6
+
+
+def test_fd_matches_closed_form_for_diagonal_and_commuting_covariances():
+    rng = np.random.default_rng(1)
+    d = 12
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    a, b = rng.uniform(0.1, 3.0, size=d), rng.uniform(0.1, 3.0, size=d)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    np.testing.assert_allclose(im.frechet_distance(mu1, np.diag(a), mu2, np.diag(b)), expected, rtol=1e-10)
+    # Commuting full covariances: same eigenvectors, so the same formula on the eigenvalues.
+    q = _rotation(rng, d)
+    got = im.frechet_distance(mu1, (q * a) @ q.T, mu2, (q * b) @ q.T)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_fd_general_case_matches_sqrtm_reference_and_is_symmetric():
+    rng = np.random.default_rng(2)
+    d = 10
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    c1, c2 = random_spd(rng, d).astype(np.float64), random_spd(rng, d, 0.2, 5.0).astype(np.float64)
+    # Independent reference on well-conditioned matrices: tr sqrtm(C1 C2) (real part).
+    ref = np.sum((mu1 - mu2) ** 2) + np.trace(c1 + c2) - 2 * np.trace(scipy.linalg.sqrtm(c1 @ c2).real)
+    fd12 = im.frechet_distance(mu1, c1, mu2, c2)
+    np.testing.assert_allclose(fd12, ref, rtol=1e-8)
+    np.testing.assert_allclose(im.frechet_distance(mu2, c2, mu1, c1), fd12, rtol=1e-10)
+    fa, fb = rng.normal(size=(200, d)), 0.5 + 2.0 * rng.normal(size=(150, d))
+    np.testing.assert_allclose(im.fd(fa, fb), im.fd(fb, fa), rtol=1e-10)
+
+
+def test_fd_is_invariant_to_a_rotation_of_both_feature_sets():
+    rng = np.random.default_rng(3)
+    d = 16
+    fa = rng.normal(size=(400, d)) @ rng.normal(size=(d, d))
+    fb = 1.0 + rng.normal(size=(300, d)) @ rng.normal(size=(d, d))
+    r = _rotation(rng, d)
+    np.testing.assert_allclose(im.fd(fa @ r, fb @ r), im.fd(fa, fb), rtol=1e-9)
+
+
+def test_gaussian_stats_are_float64_mean_and_unbiased_covariance():
+    rng = np.random.default_rng(4)
+    feats = rng.normal(size=(50, 3)).astype(np.float32)
+    mu, cov = im.gaussian_stats(feats)
+    assert mu.dtype == np.float64 and cov.dtype == np.float64
+    np.testing.assert_allclose(mu, feats.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(cov, np.cov(feats.astype(np.float64).T, ddof=1), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Inception score.
+# ---------------------------------------------------------------------------------------
+def test_inception_score_limits():
+    # Predictions that ignore the image: p(y|x) = p(y), KL = 0, IS = 1.
+    mean, std = im.inception_score(np.zeros((1000, 10)))
+    np.testing.assert_allclose([mean, std], [1.0, 0.0], atol=1e-12)
+    # Confident and evenly spread over the 10 classes within every split: IS = 10.
+    logits = 50.0 * np.eye(10)[np.arange(1000) % 10]
+    mean, std = im.inception_score(logits, n_splits=10)
+    np.testing.assert_allclose(mean, 10.0, rtol=1e-6)
+    assert std < 1e-6
+    # Confident but all one class: p(y) is that class too, IS = 1.
+    mean, _ = im.inception_score(50.0 * np.eye(10)[np.zeros(100, int)], n_splits=5)
+    np.testing.assert_allclose(mean, 1.0, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Classifier forward passes and training.
+# ---------------------------------------------------------------------------------------
+def test_classifier_shapes_and_chunked_features_equal_unchunked(params):
+    x, _ = _toy_images(np.random.default_rng(5), 23)
+    logits = im.classifier_logits(params, x)
+    feats = im.classifier_features(params, x)
+    chex.assert_shape(logits, (23, 10))
+    chex.assert_shape(feats, (23, im.Classifier.hidden))
+    assert isinstance(feats, np.ndarray) and np.all(np.isfinite(feats))
+    # 23 = 3 chunks of 8, the last one padded: same numbers as one batch of 23.
+    np.testing.assert_allclose(im.classifier_features(params, x, batch_size=8), feats, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(im.classifier_logits(params, x, batch_size=8), logits, rtol=1e-5, atol=1e-6)
+    # The module's own apply agrees with the chunked path.
+    direct = im.Classifier().apply(params, x[:8], method=im.Classifier.features)
+    np.testing.assert_allclose(feats[:8], np.asarray(direct), rtol=1e-5, atol=1e-6)
+
+
+def test_train_classifier_learns_and_restores_from_checkpoint(tmp_path):
+    rng = np.random.default_rng(7)
+    x, y = _toy_images(rng, 320)
+    xt, yt = _toy_images(rng, 200)
+    kwargs = dict(seed=3, steps=40, batch_size=32, learning_rate=3e-3, progress=False, steps_per_call=20)
+    params, info = im.train_classifier(x, y, test_images=xt, test_labels=yt, checkpoint_dir=str(tmp_path), **kwargs)
+    assert info["test_accuracy"] >= 0.95, info
+    assert not info["restored"] and info["steps"] == 40 and info["seconds"] > 0
+    assert np.isclose(im.accuracy(params, xt, yt), info["test_accuracy"])
+
+    again, info2 = im.train_classifier(x, y, test_images=xt, test_labels=yt, checkpoint_dir=str(tmp_path), **kwargs)
+    assert info2["restored"] and info2["final_loss"] is None
+    assert tree_equal(params, again)
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    # Deterministic for a seed: a fresh run elsewhere gives the same parameters.
+    fresh, _ = im.train_classifier(x, y, checkpoint_dir=str(tmp_path / "other"), **kwargs)
+    assert tree_equal(params, fresh)
+
+    # A checkpoint is never silently reused for other settings.
+    with pytest.raises(ValueError, match="other settings"):
+        im.train_classifier(x, y, checkpoint_dir=str(tmp_path), **{**kwargs, "seed": 4})
+
+
+def test_training_batches_are_deterministic_and_resumable():
+    x = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)
+    y = np.arange(10, dtype=np.int32)
+    batches = im._EpochBatches(x, y, seed=0, batch_size=3)  # 3 steps per epoch
+    _, first = batches(4)
+    _, rest = batches(3)
+    assert first.shape == (4, 3) and batches.position == 7
+    assert len(set(first[:3].ravel())) == 9  # no repeats within an epoch
+    # A fresh iterator set to step 4 (a resumed run) yields the same batches.
+    resumed = im._EpochBatches(x, y, seed=0, batch_size=3)
+    resumed.set_position(4)
+    np.testing.assert_array_equal(resumed(3)[1], rest)
+    np.testing.assert_array_equal(batches.at(0, 4)[1], first)
+    assert not np.array_equal(im._EpochBatches(x, y, seed=1, batch_size=3)(4)[1], first)
+
+
+# ---------------------------------------------------------------------------------------
+# Gaussian baseline and the report.
+# ---------------------------------------------------------------------------------------
+def test_gaussian_baseline_matches_the_fitted_moments():
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(4, 1024)) * 0.1
+    train = (0.5 + rng.normal(size=(300, 4)) @ w + 0.02 * rng.normal(size=(300, 1024))).astype(np.float32)
+    train = train.reshape(300, 32, 32, 1)
+    flat = train.reshape(300, -1).astype(np.float64)
+    mean, cov = flat.mean(0), np.cov(flat, rowvar=False)
+
+    n = 4000
+    draws = im.gaussian_baseline_sampler(train)(jax.random.PRNGKey(0), n)  # not clipped
+    chex.assert_shape(draws, (n, 32, 32, 1))
+    d = draws.reshape(n, -1).astype(np.float64)
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(d.mean(0) - mean) < 5 * sd / np.sqrt(n) + 1e-4)
+    # The covariance seen through 16 random projections (the full 1024² one is slow to
+    # estimate): Var(pᵀx) has relative standard error sqrt(2/n).
+    p = rng.normal(size=(1024, 16))
+    want = np.einsum("ik,ij,jk->k", p, cov, p)
+    got = np.var(d @ p, axis=0, ddof=1)
+    np.testing.assert_allclose(got, want, rtol=5 * np.sqrt(2 / n))
+    cross = np.cov((d @ p).T)  # and the cross-covariances of the projections
+    ref = p.T @ cov @ p
+    assert np.max(np.abs(cross - ref) / np.sqrt(np.outer(want, want))) < 5 / np.sqrt(n)
+
+    sampler = im.gaussian_baseline_sampler(train, clip=True)
+    clipped = sampler(jax.random.PRNGKey(0), 100)
+    assert clipped.min() >= 0.0 and clipped.max() <= 1.0
+    np.testing.assert_array_equal(clipped, sampler(jax.random.PRNGKey(0), 100))
+
+
+def test_fd_report_floor_and_self_distance(params):
+    rng = np.random.default_rng(9)
+    train, _ = _toy_images(rng, 120)
+    test, _ = _toy_images(rng, 60)
+    rep = im.fd_report(params, test, train, test, n=60, key=jax.random.PRNGKey(1), n_splits=1, batch_size=60)
+    assert rep["n"] == 60 and rep["n_test"] == 60 and rep["n_train"] == 120
+    assert abs(rep["fd"]) < 1e-6  # the test set against itself
+    for k in ("fd_floor", "fd_gaussian_baseline", "fd_train"):
+        assert np.isfinite(rep[k]) and rep[k] > -1e-9, (k, rep[k])
+    # One split: the test subset is the test set reordered, so the same score.
+    np.testing.assert_allclose(rep["inception_score"], rep["inception_score_test"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Input validation.
+# ---------------------------------------------------------------------------------------
+def test_bad_inputs_raise_with_the_argument_name(params):
+    good, labels = _toy_images(np.random.default_rng(10), 20)
+    with pytest.raises(ValueError, match=r"`images`.*\[\.\.\., None\]"):
+        im.classifier_features(params, good[..., 0])
+    with pytest.raises(ValueError, match="`images`.*32, 32, 1"):
+        im.classifier_logits(params, np.zeros((4, 28, 28, 1), np.float32))
+    nan = good.copy()
+    nan[3, 5, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="`sample_images` has 1 image"):
+        im.fd_report(params, nan, good, good, n=10, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="`n` = 30 is larger than the 20 sample images"):
+        im.fd_report(params, good, good, good, n=30, key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="`labels`"):
+        im.accuracy(params, good, labels[:-1])
+    with pytest.raises(ValueError, match="0..9"):
+        im.train_classifier(good, labels + 10, steps=1, progress=False)
+    with pytest.raises(ValueError, match="`batch_size` = 128 exceeds"):
+        im.train_classifier(good, labels, steps=1, progress=False)
+    with pytest.raises(ValueError, match="`cov2` must have shape"):
+        im.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+    with pytest.raises(ValueError, match="`features`"):
+        im.gaussian_stats(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="`n`"):
+        im.inception_score(np.zeros((5, 10)), n_splits=6)
+    with pytest.raises(ValueError, match="`test_labels`"):
+        im.train_classifier(good, labels, steps=1, batch_size=4, progress=False,
+                            test_images=good, test_labels=labels[:5])
