@@ -45,13 +45,24 @@ from dsm_jax.samplers import (
     mdsm_temperature_schedule,
     sample_in_chunks,
 )
-from dsm_jax.training import Checkpoints, TrainState, adam, fit, init_train_state, make_train_step, update_ema
+from dsm_jax.training import (
+    Checkpoints,
+    IncompatibleCheckpointError,
+    TrainState,
+    adam,
+    fit,
+    init_train_state,
+    make_train_step,
+    skip_nonfinite_steps,
+    update_ema,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ChainState",
     "Checkpoints",
+    "IncompatibleCheckpointError",
     "ConvGenerator",
     "DDEState",
     "DDE_DENSENET_PAPER",
@@ -99,5 +110,6 @@ __all__ = [
     "sample_sigmas",
     "score",
     "sigmoid_schedule",
+    "skip_nonfinite_steps",
     "update_ema",
 ]

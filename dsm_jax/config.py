@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import typing
+import warnings
 from typing import Any, Sequence
 
 
@@ -61,8 +62,93 @@ def parse_args(base, presets: dict[str, dict], description: str, argv=None, defa
     config = dataclasses.replace(base, **presets[args.preset])
     extra = [f"{name}={getattr(args, name)}" for name in flags if getattr(args, name) is not None]
     config = apply_overrides(config, [*args.overrides, *extra])
+    if hasattr(config, "validate"):  # refuse an inconsistent config before any compute
+        config.validate()
     return config, args
 
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+def load(base, path: str):
+    """The config a run wrote to ``path`` (its ``config.json``: ``to_dict`` plus ``preset``),
+    as an instance of ``base``'s dataclass. JSON lists become tuples where ``base`` has tuples.
+    Fields the dataclass no longer has (a run from an older version) are reported and ignored;
+    fields it has but the file lacks keep ``base``'s values."""
+    with open(path) as f:
+        saved = json.load(f)
+    saved.pop("preset", None)
+    known = {f.name for f in dataclasses.fields(base)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        warnings.warn(f"{path}: ignoring fields {unknown} unknown to {type(base).__name__} "
+                      f"(written by another version of the script).", stacklevel=2)
+        saved = {k: v for k, v in saved.items() if k in known}
+    values = {k: tuple(v) if isinstance(getattr(base, k), tuple) and isinstance(v, list) else v
+              for k, v in saved.items()}
+    return dataclasses.replace(base, **values)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), nonnegative=(),
+                 unit_interval=(), open_unit=(), ordered=(), choices=None, subsets=None) -> None:
+    """Validate fields of an experiment config; the first violation raises ``ValueError``
+    naming the field, its value and a ``--set`` that fixes it.
+
+    ``positive_int``/``nonnegative_int``: ints > 0 / >= 0; ``positive``/``nonnegative``:
+    finite numbers > 0 / >= 0; ``unit_interval``: in (0, 1]; ``open_unit``: in [0, 1);
+    ``ordered``: pairs ``(lo, hi)`` that must satisfy ``lo <= hi``; ``choices``:
+    ``{field: allowed}``; ``subsets``: ``{field: allowed}`` for tuple fields.
+    """
+    def fail(name, need, example):
+        raise ValueError(f"config field `{name}` must be {need}, got {getattr(config, name)!r}; "
+                         f"fix it with --set {name}={example}.")
+
+    for name in positive_int:
+        if not _int(getattr(config, name)) or getattr(config, name) < 1:
+            fail(name, "an int >= 1", 1)
+    for name in nonnegative_int:
+        if not _int(getattr(config, name)) or getattr(config, name) < 0:
+            fail(name, "an int >= 0", 0)
+    for name in positive:
+        if not _num(getattr(config, name)) or getattr(config, name) <= 0:
+            fail(name, "a finite number > 0", "<a positive number>")
+    for name in nonnegative:
+        if not _num(getattr(config, name)) or getattr(config, name) < 0:
+            fail(name, "a finite number >= 0", 0)
+    for name in unit_interval:
+        if not _num(getattr(config, name)) or not 0 < getattr(config, name) <= 1:
+            fail(name, "in (0, 1]", 0.5)
+    for name in open_unit:
+        if not _num(getattr(config, name)) or not 0 <= getattr(config, name) < 1:
+            fail(name, "in [0, 1)", 0.9)
+    for lo, hi in ordered:
+        a, b = getattr(config, lo), getattr(config, hi)
+        if a > b:
+            raise ValueError(f"config field `{lo}` ({a}) must be <= `{hi}` ({b}); swap them "
+                             f"(--set {lo}={b} --set {hi}={a}) or change one.")
+    for name, allowed in (choices or {}).items():
+        if getattr(config, name) not in allowed:
+            fail(name, f"one of {tuple(allowed)}", tuple(allowed)[0])
+    for name, allowed in (subsets or {}).items():
+        value = getattr(config, name)
+        unknown = [v for v in value if v not in allowed]
+        if not value or unknown:
+            raise ValueError(f"config field `{name}` must be a non-empty comma list from {tuple(allowed)}, "
+                             f"got {value!r}{f' (unknown: {unknown})' if unknown else ''}; fix it with "
+                             f"--set {name}={','.join(allowed)}.")
+
+
+def fingerprint(config, ignore: Sequence[str] = ()) -> dict:
+    """The config fields that shape a training run (all but ``ignore``: paths, evaluation
+    and logging settings), for ``fit(..., fingerprint=...)``: a checkpoint written under
+    another fingerprint is refused on resume instead of silently mixing two runs."""
+    return {k: v for k, v in to_dict(config).items() if k not in set(ignore)}

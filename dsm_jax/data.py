@@ -302,6 +302,46 @@ def to_model_input(images, pad_to: int | None = 32) -> np.ndarray:
     return out
 
 
+def check_images(name: str, x, expected_shape=None, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Refuse images a model cannot train or be scored on, before any compute: ``x`` must
+    be a float array (n, H, W, C) with ``(H, W, C) == expected_shape`` (when given), no
+    NaN/inf, and values in ``value_range`` (when given). Errors name ``name`` and the fix.
+    Returns ``x`` as a numpy array."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"`{name}` must have shape (n, H, W, C), got {x.shape}. Add a channel axis with "
+            f"{name}[..., None] (grey-scale) or a batch axis with {name}[None] (one image)."
+        )
+    if expected_shape is not None and tuple(x.shape[1:]) != tuple(expected_shape):
+        raise ValueError(
+            f"`{name}` must be images of shape {tuple(expected_shape)}, got {tuple(x.shape[1:])} "
+            f"(array {x.shape}). Pad/resize them (data.to_model_input pads 28x28 to 32x32) or build the "
+            f"model for this shape."
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"`{name}` must be floating point, got dtype {x.dtype}. Convert uint8 pixels with "
+            f"data.to_model_input (or x.astype(np.float32) / 255)."
+        )
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"`{name}` has {bad.size} images with NaN/inf values (first at index {bad[0]}). "
+            f"Drop or repair them before training."
+        )
+    if value_range is not None and x.size:
+        lo, hi = value_range
+        x_min, x_max = float(x.min()), float(x.max())
+        if x_min < lo or x_max > hi:
+            raise ValueError(
+                f"`{name}` values must lie in [{lo}, {hi}], got [{x_min:.4g}, {x_max:.4g}]. Rescale them "
+                f"(uint8 pixels: / 255; [-1, 1] data: (x + 1) / 2)."
+            )
+    return x
+
+
 def _read_records(source, keys: list[int]) -> list:
     """``source.__getitems__(keys)``: one call per chunk, so array_record reads in bulk.
 
@@ -360,9 +400,16 @@ class BatchIterator:
     makes :meth:`set_position` resume exactly and what keeps prefetching (a background
     thread computing the next request of the same size ahead of time) from ever
     changing the order.
+
+    ``batch_size`` is the *global* batch. With several processes (a multi-host run) each
+    process reads only its own rows of every global batch: process ``process_index`` of
+    ``process_count`` (default: ``jax.process_index()``/``jax.process_count()``) gets rows
+    ``[i·b, (i+1)·b)`` with ``b = batch_size / process_count`` (``local_batch_size``), so
+    together the processes see exactly the one-process batches, and all share one position.
     """
 
-    def __init__(self, data, batch_size: int, *, seed: int = 0, prefetch: int = 0):
+    def __init__(self, data, batch_size: int, *, seed: int = 0, prefetch: int = 0,
+                 process_index: int | None = None, process_count: int | None = None):
         self._data, self._n = _check_data(data)
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
@@ -375,7 +422,23 @@ class BatchIterator:
             raise ValueError(f"`seed` must be an int >= 0 (numpy seeds), got {seed!r}.")
         if not _is_int(prefetch) or prefetch < 0:
             raise ValueError(f"`prefetch` must be an int >= 0 (0 = off), got {prefetch!r}.")
+        if process_index is None or process_count is None:
+            import jax  # only for the process layout of a multi-host run
+
+            process_index = jax.process_index() if process_index is None else process_index
+            process_count = jax.process_count() if process_count is None else process_count
+        if not _is_int(process_count) or process_count < 1:
+            raise ValueError(f"`process_count` must be a positive int, got {process_count!r}.")
+        if not _is_int(process_index) or not 0 <= process_index < process_count:
+            raise ValueError(f"`process_index` must be an int in [0, {process_count}), got {process_index!r}.")
+        if batch_size % process_count:
+            raise ValueError(
+                f"`batch_size`={batch_size} (the global batch) does not split over {process_count} "
+                f"processes; use a multiple of {process_count} (in fact of the total device count)."
+            )
         self.batch_size = int(batch_size)
+        self.local_batch_size = self.batch_size // int(process_count)
+        self._row_offset = int(process_index) * self.local_batch_size  # this process's rows of a batch
         self.seed = int(seed)
         self.batches_per_epoch = self._n // self.batch_size
         self._prefetch = int(prefetch)
@@ -452,8 +515,8 @@ class BatchIterator:
         count = 1 if n is None else n
         rows = []
         for _ in range(count):
-            lo = index * self.batch_size
-            rows.append(self._permutation(epoch)[lo : lo + self.batch_size])
+            lo = index * self.batch_size + self._row_offset
+            rows.append(self._permutation(epoch)[lo : lo + self.local_batch_size])
             index += 1
             if index == self.batches_per_epoch:
                 epoch, index = epoch + 1, 0

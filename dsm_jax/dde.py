@@ -15,9 +15,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dsm_jax import _checks
+from dsm_jax import _checks, parallel
 from dsm_jax.core import dsm_loss, kl_generator_loss
 from dsm_jax.training import apply_loss, with_data
+
+
+def _split_latents(latent_fn):
+    # Under fit's mesh, each device draws and pushes through G only its slice of the latents.
+    return lambda key: parallel.constrain_batch(latent_fn(key), name="latent_fn(key) batch")
 
 
 class NetState(NamedTuple):
@@ -67,6 +72,7 @@ def make_dde_step(
     whether or not G stepped) and ``gen_stepped`` (1 on steps where G was updated).
     """
     gen_every = _checks.check_positive_int("gen_every", gen_every)
+    latent_fn = _split_latents(latent_fn)
     sigma_at = sigma if callable(sigma) else (lambda step: sigma)
     if not callable(sigma):
         _checks.check_positive("sigma", sigma)
@@ -123,6 +129,7 @@ def make_q_warmup_step(energy_fn, generator_fn, sigma, latent_fn, energy_optimiz
     """Train E_q alone on samples of the (fixed) initial generator, so the first generator
     steps see a sensible q̂. ``step(state) -> (state, {"q_loss"})``; ``state.step`` unchanged."""
     energy_loss = dsm_loss(energy_fn, sigma)
+    latent_fn = _split_latents(latent_fn)
 
     def step(state: DDEState):
         key, k_z, k_q = jax.random.split(state.key, 3)

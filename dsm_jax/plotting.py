@@ -55,8 +55,14 @@ def loss_curves(path, curves: dict, title: str) -> None:
 
 
 def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None:
-    """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid."""
-    images = np.clip(np.asarray(images), 0.0, 1.0)
+    """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid. Non-finite images
+    raise ``FloatingPointError`` (clipping would hide them) and nothing is written."""
+    images = np.asarray(images)
+    finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    if not finite.all():
+        raise FloatingPointError(f"{int((~finite).sum())} of {len(images)} images for {path} are non-finite "
+                                 f"(first at index {int(np.argmin(finite))}); the grid was not written.")
+    images = np.clip(images, 0.0, 1.0)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     n = images.shape[0]

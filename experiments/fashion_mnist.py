@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -28,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsm_jax as dj  # noqa: E402
 from dsm_jax import config as cfgs  # noqa: E402
-from dsm_jax import data, image_metrics, inpainting, plotting  # noqa: E402
+from dsm_jax import data, image_metrics, inpainting, parallel, plotting, training  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,37 @@ class FashionConfig:
     # Metric
     classifier_steps: int = 3000
     fd_n: int = 1000
+    # Skip (and count) training steps with a NaN/inf loss or update instead of stopping.
+    skip_nonfinite: bool = False
+
+    def validate(self) -> None:
+        cfgs.check_fields(
+            self,
+            positive_int=("width", "n_stages", "blocks_per_stage", "steps", "batch_size", "steps_per_call",
+                          "keep_checkpoints", "grid_samples", "n_samples", "sample_chunk", "n_inpaint",
+                          "classifier_steps", "fd_n"),
+            nonnegative_int=("seed", "train_limit", "checkpoint_every", "grid_every", "n_constant", "n_exponential",
+                             "n_linear"),
+            positive=("lr", "final_lr", "sigma_min", "sigma_max", "sigma0", "t_high", "step_size", "init_std"),
+            open_unit=("b1", "b2", "ema_decay"),
+            ordered=(("sigma_min", "sigma_max"),),
+            choices={"train_conv": ("xla", "matmul"), "sample_conv": ("xla", "matmul")},
+            subsets={"inpaint_masks": inpainting.MASK_KINDS},
+        )
+        if self.n_constant + self.n_exponential + self.n_linear < 1:
+            raise ValueError("The annealed Langevin chain has no steps: set one of n_constant, n_exponential, "
+                             "n_linear > 0 (e.g. --set n_exponential=450).")
+        if self.train_limit and self.batch_size > self.train_limit:
+            raise ValueError(f"`batch_size` ({self.batch_size}) exceeds `train_limit` ({self.train_limit}) "
+                             f"training images; lower batch_size or raise train_limit.")
+
+
+# Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a
+# checkpoint written under other values of these still resumes; other changes are refused.
+RESUME_IGNORED = ("data_dir", "cache_dir", "classifier_dir", "sample_conv", "steps_per_call", "checkpoint_every",
+                  "keep_checkpoints", "grid_every", "grid_samples", "n_constant", "n_exponential", "n_linear",
+                  "t_high", "step_size", "init_mean", "init_std", "n_samples", "sample_chunk", "n_inpaint",
+                  "inpaint_masks", "classifier_steps", "fd_n", "skip_nonfinite")
 
 
 PRESETS = {
@@ -108,6 +140,11 @@ def make_sampler(cfg, energy_fn):
     return jax.jit(dj.annealed_langevin(energy_fn, cfg.step_size, temps, cfg.sigma0, return_info=True)), int(temps.shape[0])
 
 
+def optimizer(cfg):
+    """MDSM's Adam with cosine decay to ``final_lr``."""
+    return dj.adam(cfg.lr, cfg.b1, cfg.b2, total_steps=cfg.steps, final_lr=cfg.final_lr)
+
+
 def init_fn(cfg):
     return lambda key, n: cfg.init_mean + cfg.init_std * jax.random.normal(key, (n, 32, 32, 1))
 
@@ -118,11 +155,12 @@ def train(cfg, x_train, out, progress):
     module = energy_module(cfg, cfg.train_conv)
     energy_fn = dj.energy_fn_of(module)
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
-    opt = dj.adam(cfg.lr, cfg.b1, cfg.b2, total_steps=cfg.steps, final_lr=cfg.final_lr)
+    opt = optimizer(cfg)
     use_ema = cfg.ema_decay > 0
     state = dj.init_train_state(dj.init_params(module, k_init, (32, 32, 1)), opt, k_train, ema=use_ema)
     loss_fn = dj.mdsm_loss(energy_fn, cfg.sigma_min, cfg.sigma_max, cfg.sigma0)
-    step = dj.make_train_step(loss_fn, opt, ema_decay=cfg.ema_decay if use_ema else None)
+    step = dj.make_train_step(loss_fn, opt, ema_decay=cfg.ema_decay if use_ema else None,
+                              skip_nonfinite=cfg.skip_nonfinite)
     batches = data.BatchIterator(x_train, cfg.batch_size, seed=cfg.seed, prefetch=2)
     sample_energy_fn = dj.energy_fn_of(energy_module(cfg, cfg.sample_conv))
     grid_sampler, _ = make_sampler(cfg, sample_energy_fn)
@@ -131,8 +169,11 @@ def train(cfg, x_train, out, progress):
         # The current params, not the EMA: early in training the EMA still carries the init.
         if cfg.grid_every and record["step"] % cfg.grid_every < cfg.steps_per_call:
             x = grid_sampler(state.params, jax.random.key(1), init_fn(cfg)(jax.random.key(2), cfg.grid_samples))[0]
-            plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), np.asarray(x),
-                                n_cols=min(8, cfg.grid_samples), title=f"step {record['step']}")
+            try:
+                plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), np.asarray(x),
+                                    n_cols=min(8, cfg.grid_samples), title=f"step {record['step']}")
+            except FloatingPointError as err:  # a diagnostic grid: report, keep training
+                warnings.warn(f"{err} Lower `step_size` or `t_high` for sampling.", RuntimeWarning)
 
     t0 = time.perf_counter()
     state, history = dj.fit(
@@ -140,9 +181,30 @@ def train(cfg, x_train, out, progress):
         progress=progress, log_path=os.path.join(out, "metrics.jsonl"),
         checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=cfg.checkpoint_every,
         keep_checkpoints=cfg.keep_checkpoints, callback=save_grid,
+        fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED),
     )
     batches.close()
     return (state.ema if use_ema else state.params), history, time.perf_counter() - t0
+
+
+def load_run(run_dir: str, conv_impl: str | None = None):
+    """A finished (or checkpointed) run of this script: ``(cfg, energy_fn, params, step)``, the
+    sampling params (EMA when tracked) from the latest checkpoint in ``run_dir/checkpoints``,
+    its step, and the energy built with ``conv_impl`` (default: the run's ``sample_conv``)."""
+    cfg = cfgs.load(FashionConfig(), os.path.join(run_dir, "config.json"))
+    module = energy_module(cfg, conv_impl or cfg.sample_conv)
+    like = dj.init_train_state(dj.init_params(module, jax.random.key(0), (32, 32, 1)), optimizer(cfg),
+                               jax.random.key(0), ema=cfg.ema_decay > 0)
+    ckpt = dj.Checkpoints(os.path.join(run_dir, "checkpoints"))
+    try:
+        restored = ckpt.restore_latest(like)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"No checkpoint under {run_dir}/checkpoints; train first: "
+                                f"python experiments/fashion_mnist.py --out {run_dir}")
+    state = restored[0]
+    return cfg, dj.energy_fn_of(module), (state.ema if cfg.ema_decay > 0 else state.params), int(state.step)
 
 
 def inpaint(cfg, energy_fn, params, x_test, x_train, key):
@@ -170,8 +232,11 @@ def inpaint(cfg, energy_fn, params, x_test, x_train, key):
 
 
 def main(argv=None):
+    parallel.maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
     cfg, args = cfgs.parse_args(FashionConfig(), PRESETS, __doc__.splitlines()[0], argv,
                                 flags=("data_dir", "cache_dir"))
+    # Training (fit) and the sampling chunks run data-parallel over all devices: batches must split evenly.
+    parallel.check_batches({"batch_size": cfg.batch_size, "sample_chunk": min(cfg.sample_chunk, cfg.n_samples)})
     out = args.out or os.path.join("runs", f"fashion_mnist-{args.preset}")
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
@@ -180,13 +245,13 @@ def main(argv=None):
     load = dict(data_dir=cfg.data_dir or None, cache_dir=cfg.cache_dir or None)
     x_train, y_train = data.load_arrays("fashion_mnist", "train", limit=cfg.train_limit or None, **load)
     x_test, y_test = data.load_arrays("fashion_mnist", "test", **load)
+    data.check_images("x_train", x_train, (32, 32, 1))
+    data.check_images("x_test", x_test, (32, 32, 1))
 
-    # The metric's classifier: trained once per (steps, seed) and cached.
-    classifier_dir = os.path.join(
-        cfg.classifier_dir, f"steps{cfg.classifier_steps}-seed{cfg.seed}" + (f"-n{cfg.train_limit}" if cfg.train_limit else ""))
-    clf_params, clf_info = image_metrics.train_classifier(
-        x_train, y_train, seed=cfg.seed, steps=cfg.classifier_steps, checkpoint_dir=classifier_dir,
-        progress=progress, test_images=x_test, test_labels=y_test)
+    # The metric's classifier, shared with fashion_mnist_dde.py through its cache.
+    clf_params, clf_info = image_metrics.cached_classifier(
+        x_train, y_train, x_test, y_test, root=cfg.classifier_dir, steps=cfg.classifier_steps, seed=cfg.seed,
+        progress=progress)
 
     params, history, train_s = train(cfg, x_train, out, progress)
     energy_fn = dj.energy_fn_of(energy_module(cfg, cfg.sample_conv))
@@ -194,6 +259,7 @@ def main(argv=None):
     k_sample, k_inpaint, k_fd = jax.random.split(key, 3)
 
     sampler, n_sampler_steps = make_sampler(cfg, energy_fn)
+    sampler = parallel.shard_chains(sampler)  # chains split over all devices (plain jit on one)
     t0 = time.perf_counter()
     samples, sample_info = dj.sample_in_chunks(sampler, params, k_sample, init_fn(cfg), cfg.n_samples,
                                                cfg.sample_chunk, progress=progress, desc="annealed Langevin")
@@ -207,12 +273,14 @@ def main(argv=None):
                         title=f"MDSM, {cfg.steps} steps, {n_sampler_steps} Langevin steps")
 
     # Scored as displayed: clipped to the data range [0, 1] (the chain itself never clips, as MDSM).
-    fd = image_metrics.fd_report(clf_params, np.clip(samples, 0.0, 1.0), x_train, x_test,
-                                 n=min(cfg.fd_n, len(samples)), key=k_fd)
+    fd = image_metrics.fd_report(clf_params, samples, x_train, x_test, n=min(cfg.fd_n, len(samples)), key=k_fd,
+                                 clip_samples=True)
     psnr, inpaint_rows = inpaint(cfg, energy_fn, params, x_test, x_train, k_inpaint)
     plotting.image_grid(os.path.join(out, "inpainting.png"), inpaint_rows, n_cols=8,
                         title="per mask: truth / observed / MDSM / nearest training image")
-    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": history}, "fashion_mnist")
+    # The curve from the log, not this call's history: a resumed run only ran its tail.
+    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": training.read_log(os.path.join(out, "metrics.jsonl"))},
+                         "fashion_mnist")
 
     metrics = {
         **fd,
@@ -223,7 +291,7 @@ def main(argv=None):
         "sample_seconds": sample_s,
         "n_samples": cfg.n_samples,
         "sampler_steps": n_sampler_steps,
-        "final_loss": history[-1]["loss"] if history else None,
+        "final_loss": history[-1].get("loss") if history else None,
     }
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -238,7 +306,8 @@ def results_table(m: dict) -> str:
         f"| FD (n = {m['n']}) | value |", "|---|---|",
         f"| MDSM samples | {m['fd']:.2f} |",
         f"| floor: training subset vs test | {m['fd_floor']:.2f} |",
-        f"| full-covariance Gaussian fit | {m['fd_gaussian_baseline']:.2f} |",
+        f"| full-covariance Gaussian fit (mean ± std over {m['baseline_draws']} draws) | "
+        f"{m['fd_gaussian_baseline']:.2f} ± {m['fd_gaussian_baseline_std']:.2f} |",
         f"| whole training set vs test | {m['fd_train']:.2f} |",
         f"| Inception-score analogue (samples / test set) | {m['inception_score']:.2f} / {m['inception_score_test']:.2f} |",
         f"| classifier test accuracy | {m['classifier_accuracy']:.4f} |",

@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsm_jax as dj  # noqa: E402
 from dsm_jax import config as cfgs  # noqa: E402
-from dsm_jax import data, image_metrics, nets, plotting  # noqa: E402
+from dsm_jax import data, image_metrics, nets, parallel, plotting, training  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 1)
 ARCHS = ("densenet", "conv")
@@ -115,6 +116,45 @@ class DDEFashionConfig:
     # The MDSM run to compare with in the printed table (read only; skipped if absent or if its
     # FD used another classifier or n).
     mdsm_metrics: str = "runs/fashion_mnist-default/metrics.json"
+    # Skip (and count) training steps with a NaN/inf loss or update instead of stopping.
+    skip_nonfinite: bool = False
+
+    def validate(self) -> None:
+        cfgs.check_fields(
+            self,
+            positive_int=("depth", "growth", "gen_depth", "gen_growth", "latent_dim", "conv_width", "conv_stages",
+                          "conv_blocks", "gen_conv_width", "steps", "batch_size", "gen_every", "steps_per_call",
+                          "keep_checkpoints", "n_samples", "fd_n", "classifier_steps", "density_n_samples",
+                          "density_chunk"),
+            nonnegative_int=("seed", "train_limit", "test_limit", "p_warmup_steps", "q_warmup_steps",
+                             "checkpoint_every", "grid_every", "density_n_constant", "density_n_exponential",
+                             "density_n_final"),
+            positive=("gen_init_scale", "lr", "gen_lr", "sigma", "sigma_start", "density_step_size",
+                      "density_t_high", "density_init_std"),
+            open_unit=("b1", "b2", "gen_b1", "gen_b2"),
+            unit_interval=("anneal_frac",),
+            choices={"arch": ARCHS, "conv_impl": ("xla", "matmul"), "activation": tuple(sorted(nets.ACTIVATIONS))},
+        )
+        if self.train_limit and self.batch_size > self.train_limit:
+            raise ValueError(f"`batch_size` ({self.batch_size}) exceeds `train_limit` ({self.train_limit}) "
+                             f"training images; lower batch_size or raise train_limit.")
+
+
+# Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a
+# checkpoint written under other values of these still resumes; other changes are refused.
+RESUME_IGNORED = ("data_dir", "cache_dir", "classifier_dir", "test_limit", "steps_per_call", "checkpoint_every",
+                  "keep_checkpoints", "grid_every", "n_samples", "fd_n", "classifier_steps", "density",
+                  "density_step_size", "density_n_constant", "density_n_exponential", "density_n_final",
+                  "density_t_high", "density_init_mean", "density_init_std", "density_n_samples", "density_chunk",
+                  "mdsm_metrics", "skip_nonfinite")
+
+
+def refuse_nonfinite(samples, what: str, fix: str) -> None:
+    """Never write or score NaN images: raise naming how many samples are non-finite."""
+    finite = np.isfinite(np.asarray(samples)).reshape(len(samples), -1).all(axis=1)
+    if not finite.all():
+        raise FloatingPointError(f"{int((~finite).sum())} of {len(samples)} {what} are non-finite (first at "
+                                 f"index {int(np.argmin(finite))}); nothing was written. {fix}")
 
 
 PRESETS = {
@@ -235,24 +275,45 @@ def train(cfg, x_train, out, progress):
                           desc="E_q warm-up", progress=progress)
     step = with_loss_alias(dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
                                             gen_every=cfg.gen_every))
+    if cfg.skip_nonfinite:
+        step = dj.skip_nonfinite_steps(step)
     grid_z = latent_sampler(cfg, 36)(jax.random.key(1))
     generate = jax.jit(generator_fn)
 
     def save_grid(state, record):
         if cfg.grid_every and record["step"] % cfg.grid_every < cfg.steps_per_call:
             x = np.asarray(generate(state.gen.params, grid_z))
-            plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), x, n_cols=6,
-                                title=f"step {record['step']}, {int(state.gen_updates)} G updates")
+            try:
+                plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), x, n_cols=6,
+                                    title=f"step {record['step']}, {int(state.gen_updates)} G updates")
+            except FloatingPointError as err:  # a diagnostic grid: report, keep training
+                warnings.warn(str(err), RuntimeWarning)
 
     try:
         state, history = dj.fit(
             step, state, cfg.steps, steps_per_call=cfg.steps_per_call, batches=batches, desc="dde train",
             progress=progress, log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=ckpt_dir,
             checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, callback=save_grid,
+            fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED),
         )
     finally:
         batches.close()
     return state, history, time.perf_counter() - t0
+
+
+def load_run(run_dir: str):
+    """A finished (or checkpointed) run of this script: ``(cfg, state)`` with the
+    :class:`dsm_jax.DDEState` (generator, E_p, E_q) of the latest checkpoint in ``run_dir``."""
+    cfg = cfgs.load(DDEFashionConfig(), os.path.join(run_dir, "config.json"))
+    ckpt = dj.Checkpoints(os.path.join(run_dir, "checkpoints"))
+    try:
+        restored = ckpt.restore_latest(init_state(cfg))
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise FileNotFoundError(f"No checkpoint under {run_dir}/checkpoints; train first: "
+                                f"python experiments/fashion_mnist_dde.py --out {run_dir}")
+    return cfg, restored[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,6 +365,7 @@ def make_density_sampler(cfg, energy_fn):
 def density_samples(cfg, energy_fn, p_params, key, progress):
     """E_p's Langevin + Tweedie samples and the seconds per 1,000 (after a compiling chunk)."""
     sampler, n_steps = make_density_sampler(cfg, energy_fn)
+    sampler = parallel.shard_chains(sampler)  # chains split over all devices (plain jit on one)
     init = lambda k, m: cfg.density_init_mean + cfg.density_init_std * jax.random.normal(k, (m, *IMAGE_SHAPE))  # noqa: E731
     chunk = min(cfg.density_chunk, cfg.density_n_samples)
     jax.block_until_ready(sampler(p_params, key, init(key, chunk)))  # compiles
@@ -322,7 +384,11 @@ def density_samples(cfg, energy_fn, p_params, key, progress):
 # Main
 # ---------------------------------------------------------------------------------------
 def main(argv=None):
+    parallel.maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
     cfg, args = cfgs.parse_args(DDEFashionConfig(), PRESETS, __doc__.splitlines()[0], argv)
+    # Training (fit) and the E_p chains run data-parallel over all devices: batches must split evenly.
+    parallel.check_batches({"batch_size": cfg.batch_size,
+                            "density_chunk": min(cfg.density_chunk, cfg.density_n_samples)})
     if cfg.arch not in ARCHS:
         raise ValueError(f"Unknown `arch` {cfg.arch!r}; choose one of {ARCHS} (--set arch=densenet).")
     out = args.out or os.path.join("runs", f"fashion_mnist_dde-{args.preset}")
@@ -333,24 +399,24 @@ def main(argv=None):
     load = dict(data_dir=cfg.data_dir or None, cache_dir=cfg.cache_dir or None)
     x_train, y_train = data.load_arrays("fashion_mnist", "train", limit=cfg.train_limit or None, **load)
     x_test, y_test = data.load_arrays("fashion_mnist", "test", limit=cfg.test_limit or None, **load)
+    data.check_images("x_train", x_train, IMAGE_SHAPE)
+    data.check_images("x_test", x_test, IMAGE_SHAPE)
 
-    # The metric's classifier: the MDSM experiment's cache (same directory layout and steps).
-    # A classifier trained on a subset (train_limit) gets its own directory.
-    subset = f"-train{len(x_train)}" if cfg.train_limit else ""
-    classifier_dir = os.path.join(cfg.classifier_dir, f"steps{cfg.classifier_steps}-seed{cfg.seed}{subset}")
-    clf_params, clf_info = image_metrics.train_classifier(
-        x_train, y_train, seed=cfg.seed, steps=cfg.classifier_steps, checkpoint_dir=classifier_dir,
-        progress=progress, test_images=x_test, test_labels=y_test)
+    # The metric's classifier, shared with fashion_mnist.py through its cache.
+    clf_params, clf_info = image_metrics.cached_classifier(
+        x_train, y_train, x_test, y_test, root=cfg.classifier_dir, steps=cfg.classifier_steps, seed=cfg.seed,
+        progress=progress)
 
     state, history, train_s = train(cfg, x_train, out, progress)
     k_gen, k_density, k_fd, k_fd_density = jax.random.split(jax.random.key(cfg.seed + 1), 4)
     generator_fn = generator_module(cfg).apply
     samples, gen_s_per_1k = generate_samples(cfg, generator_fn, state.gen.params, k_gen, cfg.n_samples)
+    refuse_nonfinite(samples, "generator samples", "Retrain with a lower gen_lr, or --set skip_nonfinite=true.")
     plotting.image_grid(os.path.join(out, "samples.png"), samples[:100], n_cols=10,
                         title=f"DDE generator, {cfg.steps} steps ({int(state.gen_updates)} G updates), one forward pass")
     # Scored as displayed: clipped to [0, 1] (a no-op for the sigmoid generator), as fashion_mnist.py does.
-    fd = image_metrics.fd_report(clf_params, np.clip(samples, 0.0, 1.0), x_train, x_test,
-                                 n=min(cfg.fd_n, len(samples)), key=k_fd)
+    fd = image_metrics.fd_report(clf_params, samples, x_train, x_test, n=min(cfg.fd_n, len(samples)), key=k_fd,
+                                 clip_samples=True)
     saved = {"generator": samples}
 
     density = None
@@ -359,8 +425,8 @@ def main(argv=None):
         d_samples, d_s_per_1k, d_steps = density_samples(cfg, energy_fn, state.p.params, k_density, progress)
         plotting.image_grid(os.path.join(out, "density_samples.png"), d_samples[:100], n_cols=10,
                             title=f"DDE density E_p: {d_steps} Langevin steps + Tweedie denoise (σ = {cfg.sigma})")
-        d_fd = image_metrics.fd_report(clf_params, np.clip(d_samples, 0.0, 1.0), x_train, x_test,
-                                       n=min(cfg.fd_n, len(d_samples)), key=k_fd_density)
+        d_fd = image_metrics.fd_report(clf_params, d_samples, x_train, x_test, n=min(cfg.fd_n, len(d_samples)),
+                                       key=k_fd_density, clip_samples=True)
         density = {
             "fd": d_fd["fd"], "fd_floor": d_fd["fd_floor"], "n": d_fd["n"],
             "inception_score": d_fd["inception_score"], "inception_score_std": d_fd["inception_score_std"],
@@ -370,7 +436,7 @@ def main(argv=None):
         }
         saved["density"] = d_samples
     np.savez_compressed(os.path.join(out, "samples.npz"), **saved)
-    plot_losses(os.path.join(out, "loss.png"), history)
+    plot_losses(os.path.join(out, "loss.png"), training.read_log(os.path.join(out, "metrics.jsonl")))
 
     metrics = {
         **fd,
@@ -388,9 +454,9 @@ def main(argv=None):
         # Mode-collapse check: per-pixel std across samples, averaged over pixels, beside the test set's.
         "pixel_std_across_samples": float(np.mean(np.std(samples, axis=0))),
         "pixel_std_test_set": float(np.mean(np.std(x_test, axis=0))),
-        "final_p_loss": history[-1]["p_loss"] if history else None,
-        "final_q_loss": history[-1]["q_loss"] if history else None,
-        "final_gen_loss": history[-1]["gen_loss"] if history else None,
+        "final_p_loss": history[-1].get("p_loss") if history else None,
+        "final_q_loss": history[-1].get("q_loss") if history else None,
+        "final_gen_loss": history[-1].get("gen_loss") if history else None,
         "dde_density": density,
         "device": jax.devices()[0].device_kind,
     }
@@ -446,7 +512,8 @@ def results_table(m: dict, mdsm: dict | None = None) -> str:
     lines += [
         f"| floor: training subset vs test | {m['fd_floor']:.2f} | {m['inception_score_test']:.2f} (test set) | – | – "
         f"| {test_std} |",
-        f"| full-covariance Gaussian fit | {m['fd_gaussian_baseline']:.2f} | – | – | – | – |",
+        f"| full-covariance Gaussian fit ({m['baseline_draws']} draws) | {m['fd_gaussian_baseline']:.2f} ± "
+        f"{m['fd_gaussian_baseline_std']:.2f} | – | – | – | – |",
     ]
     return "\n".join(lines)
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsm_jax as dj  # noqa: E402
 from dsm_jax import config as cfgs  # noqa: E402
-from dsm_jax import metrics, plotting, toy as toys  # noqa: E402
+from dsm_jax import metrics, parallel, plotting, training, toy as toys  # noqa: E402
 
 METHODS = ("dde", "dde-generator", "mdsm")
 
@@ -82,6 +82,36 @@ class ToyConfig:
     grid_n: int = 200
     ais_chains: int = 1024
     ais_temps: int = 256
+    # resilience: every run checkpoints under <out>/checkpoints/<toy>/<method> and resumes;
+    # skip_nonfinite skips (and counts) steps with a NaN/inf loss or update instead of stopping.
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
+    skip_nonfinite: bool = False
+
+    def validate(self) -> None:
+        cfgs.check_fields(
+            self,
+            positive_int=("depth", "width", "gen_depth", "gen_width", "batch_size", "gen_batch_size",
+                          "steps_per_call", "dde_steps", "gen_iters", "gen_every", "mdsm_steps", "n_samples",
+                          "n_eval", "grid_n", "ais_chains", "ais_temps", "keep_checkpoints"),
+            nonnegative_int=("seed", "q_warmup_steps", "n_constant", "n_exponential", "n_linear",
+                             "checkpoint_every"),
+            positive=("sigma", "lr", "final_lr", "gen_lr", "gen_sigma_start", "sigma_min", "sigma_max", "sigma0",
+                      "sampler_step_size", "t_high", "init_scale"),
+            unit_interval=("gen_anneal_frac",),
+            ordered=(("sigma_min", "sigma_max"),),
+            subsets={"toys": toys.TOY_NAMES, "methods": METHODS},
+        )
+        if self.n_constant + self.n_exponential + self.n_linear < 1:
+            raise ValueError("The MDSM sampler has no steps: set one of n_constant, n_exponential, n_linear "
+                             "> 0 (e.g. --set n_exponential=1000).")
+
+
+# Fields that do not change a training run (evaluation, sampling, bookkeeping): a checkpoint
+# written under other values of these still resumes; any other change is refused.
+RESUME_IGNORED = ("toys", "methods", "n_samples", "n_eval", "grid_n", "ais_chains", "ais_temps", "steps_per_call",
+                  "checkpoint_every", "keep_checkpoints", "skip_nonfinite", "sampler_step_size", "n_constant",
+                  "n_exponential", "n_linear", "t_high", "init_scale")
 
 
 PRESETS = {
@@ -90,13 +120,13 @@ PRESETS = {
         depth=3, width=32, gen_depth=3, gen_width=32, batch_size=256, gen_batch_size=256,
         dde_steps=200, gen_iters=200, q_warmup_steps=50, mdsm_steps=200, steps_per_call=50,
         n_constant=20, n_exponential=80, n_samples=1000, n_eval=2000, grid_n=64,
-        ais_chains=128, ais_temps=32,
+        ais_chains=128, ais_temps=32, checkpoint_every=100,
     ),
     "paper": dict(
         depth=25, width=32, gen_depth=25, gen_width=32, batch_size=2048, gen_batch_size=2048,
         gen_every=10, dde_steps=100_000, gen_iters=100_000, mdsm_steps=100_000, q_warmup_steps=2000,
         gen_lr=1e-3, n_constant=500, n_exponential=2000, steps_per_call=1000,
-        n_samples=20000, n_eval=100000, grid_n=300,
+        n_samples=20000, n_eval=100000, grid_n=300, checkpoint_every=10_000,
     ),
 }
 
@@ -110,7 +140,7 @@ def train_energy(cfg, loss_fn, data_fn, key, n_steps, desc, run):
     k_init, k_train = jax.random.split(key)
     opt = dj.adam(cfg.lr, total_steps=n_steps, final_lr=cfg.final_lr)
     state = dj.init_train_state(dj.init_params(module, k_init, (2,)), opt, k_train)
-    step = dj.make_train_step(loss_fn, opt, data_fn)
+    step = dj.make_train_step(loss_fn, opt, data_fn, skip_nonfinite=cfg.skip_nonfinite)
     t0 = time.perf_counter()
     state, history = dj.fit(step, state, n_steps, steps_per_call=cfg.steps_per_call, desc=desc, **run)
     return state.params, history, time.perf_counter() - t0
@@ -165,7 +195,8 @@ def run_mdsm(cfg, toy, key, ctx, run):
     loss_fn = dj.mdsm_loss(energy_fn, cfg.sigma_min, cfg.sigma_max, cfg.sigma0)
     params, history, train_s = train_energy(cfg, loss_fn, data_fn, k_train, cfg.mdsm_steps, f"{toy.name}/mdsm", run)
     temps = dj.mdsm_temperature_schedule(cfg.n_constant, cfg.n_exponential, cfg.n_linear, cfg.t_high, 1.0)
-    sampler = jax.jit(dj.annealed_langevin(energy_fn, cfg.sampler_step_size, temps, cfg.sigma0, return_info=True))
+    sampler = parallel.shard_chains(  # chains split over all devices (plain jit on one)
+        dj.annealed_langevin(energy_fn, cfg.sampler_step_size, temps, cfg.sigma0, return_info=True))
     x0 = cfg.init_scale * jax.random.normal(k_init, (cfg.n_samples, 2))
     t0 = time.perf_counter()
     samples, info = sampler(params, k_sample, x0)
@@ -192,11 +223,16 @@ def run_dde_generator(cfg, toy, key, ctx, run):
     t0 = time.perf_counter()
     sigma_schedule = dj.geometric_sigma_schedule(
         cfg.gen_sigma_start, cfg.sigma, max(1, int(cfg.gen_anneal_frac * cfg.gen_iters)))
-    warmup = dj.make_q_warmup_step(energy_fn, generator_fn, cfg.gen_sigma_start, latent_fn, energy_opt)
-    state, _ = dj.fit(warmup, state, cfg.q_warmup_steps, steps_per_call=cfg.steps_per_call,
-                      desc=f"{toy.name}/E_q warm-up", progress=run["progress"])
+    # The warm-up leaves state.step at 0, so it is not checkpointed; a resumed run restores
+    # the main loop's checkpoint instead (which already holds the warmed-up E_q).
+    if cfg.q_warmup_steps and training.latest_step(run["checkpoint_dir"]) is None:
+        warmup = dj.make_q_warmup_step(energy_fn, generator_fn, cfg.gen_sigma_start, latent_fn, energy_opt)
+        state, _ = dj.fit(warmup, state, cfg.q_warmup_steps, steps_per_call=cfg.steps_per_call,
+                          desc=f"{toy.name}/E_q warm-up", progress=run["progress"])
     step = dj.make_dde_step(energy_fn, generator_fn, sigma_schedule, latent_fn, gen_opt, energy_opt,
                             gen_every=cfg.gen_every, data_fn=data_fn)
+    if cfg.skip_nonfinite:
+        step = dj.skip_nonfinite_steps(step)
     state, history = dj.fit(step, state, cfg.gen_iters, steps_per_call=cfg.steps_per_call,
                             desc=f"{toy.name}/dde-generator", **run)
     seconds = time.perf_counter() - t0
@@ -205,8 +241,6 @@ def run_dde_generator(cfg, toy, key, ctx, run):
     sample_s = time.perf_counter() - t1
     result = _sample_metrics(cfg, samples, ctx, seconds, cfg.gen_iters, generator_updates=int(state.gen_updates),
                              p_init=p_init, sample_seconds=sample_s)
-    for h in history:  # the surrogate's loss is what the generator minimises
-        h["loss"] = h.get("gen_loss")
     return result, {"samples": samples}, history
 
 
@@ -247,16 +281,19 @@ RUNNERS = {"dde": run_dde, "dde-generator": run_dde_generator, "mdsm": run_mdsm}
 
 
 def main(argv=None):
-    cfg, args = cfgs.parse_args(ToyConfig(), PRESETS, __doc__.splitlines()[0], argv)
-    for name in cfg.methods:
-        if name not in RUNNERS:
-            raise ValueError(f"Unknown method {name!r} in `methods`; choose from {METHODS}.")
+    parallel.maybe_initialize_distributed()  # multi-host launches only; before any JAX computation
+    cfg, args = cfgs.parse_args(ToyConfig(), PRESETS, __doc__.splitlines()[0], argv)  # validates cfg
+    # Training (fit) and the MDSM chains run data-parallel over all devices: batches must split evenly.
+    parallel.check_batches({"batch_size": cfg.batch_size, "gen_batch_size": cfg.gen_batch_size,
+                            "n_samples": cfg.n_samples})
     out = args.out or os.path.join("runs", f"toy2d-{args.preset}")
+    resuming = os.path.isdir(os.path.join(out, "checkpoints"))
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump({"preset": args.preset, **cfgs.to_dict(cfg)}, f, indent=2)
     log_path = os.path.join(out, "metrics.jsonl")
-    open(log_path, "w").close()
+    if not resuming:  # a resumed run keeps the curves of the steps it does not redo
+        open(log_path, "w").close()
     results, key = {}, jax.random.PRNGKey(cfg.seed)
     for toy_name in cfg.toys:
         toy = toys.get_toy(toy_name)
@@ -272,11 +309,17 @@ def main(argv=None):
         panels, curves = {}, {}
         for method in cfg.methods:
             key, k_run = jax.random.split(key)
-            run = {"progress": not args.no_progress, "log_path": log_path,
-                   "log_extra": {"run": f"{toy_name}/{method}"}}
-            result, panel, history = RUNNERS[method](cfg, toy, k_run, ctx, run)
-            results[f"{toy_name}/{method}"] = result
-            panels[method], curves[method] = panel, history
+            name = f"{toy_name}/{method}"
+            run = {"progress": not args.no_progress, "log_path": log_path, "log_extra": {"run": name},
+                   "checkpoint_dir": os.path.join(out, "checkpoints", toy_name, method),
+                   "checkpoint_every": cfg.checkpoint_every, "keep_checkpoints": cfg.keep_checkpoints,
+                   "fingerprint": {**cfgs.fingerprint(cfg, RESUME_IGNORED), "run": name}}
+            result, panel, _ = RUNNERS[method](cfg, toy, k_run, ctx, run)
+            results[name] = result
+            # Curves from the log, not this call's history: a resumed run only ran its tail.
+            curves[method] = [{**h, "loss": h.get("loss", h.get("gen_loss"))}
+                              for h in training.read_log(log_path, run=name)]
+            panels[method] = panel
             print(f"{toy_name}/{method}: KL {result['kl']:.4f} ± {result['kl_stderr']:.4f} "
                   f"({result['seconds']:.0f} s)", flush=True)
             with open(os.path.join(out, "metrics.json"), "w") as f:

@@ -5,6 +5,8 @@ All on tiny synthetic data (never the real 60k set) so the file runs in seconds.
 """
 from __future__ import annotations
 
+import os
+
 import chex
 import jax
 import numpy as np
@@ -154,20 +156,18 @@ def test_train_classifier_learns_and_restores_from_checkpoint(tmp_path):
         im.train_classifier(x, y, checkpoint_dir=str(tmp_path), **{**kwargs, "seed": 4})
 
 
-def test_training_batches_are_deterministic_and_resumable():
-    x = np.arange(10, dtype=np.float32)[:, None, None, None] * np.ones((1, 32, 32, 1), np.float32)
-    y = np.arange(10, dtype=np.int32)
-    batches = im._EpochBatches(x, y, seed=0, batch_size=3)  # 3 steps per epoch
-    _, first = batches(4)
-    _, rest = batches(3)
-    assert first.shape == (4, 3) and batches.position == 7
-    assert len(set(first[:3].ravel())) == 9  # no repeats within an epoch
-    # A fresh iterator set to step 4 (a resumed run) yields the same batches.
-    resumed = im._EpochBatches(x, y, seed=0, batch_size=3)
-    resumed.set_position(4)
-    np.testing.assert_array_equal(resumed(3)[1], rest)
-    np.testing.assert_array_equal(batches.at(0, 4)[1], first)
-    assert not np.array_equal(im._EpochBatches(x, y, seed=1, batch_size=3)(4)[1], first)
+def test_cached_classifier_shares_one_directory_per_setting(tmp_path):
+    rng = np.random.default_rng(7)
+    x, y = _toy_images(rng, 96)
+    xt, yt = _toy_images(rng, 40)
+    kwargs = dict(root=str(tmp_path), steps=4, seed=1, progress=False, batch_size=16)
+    params, info = im.cached_classifier(x, y, xt, yt, **kwargs)
+    assert sorted(os.listdir(tmp_path)) == ["steps4-seed1-n96"] and not info["restored"]
+    again, info2 = im.cached_classifier(x, y, xt, yt, **kwargs)  # a second experiment reuses it
+    assert info2["restored"] and tree_equal(params, again)
+    assert info2["test_accuracy"] == info["test_accuracy"]
+    im.cached_classifier(x[:64], y[:64], xt, yt, **kwargs)  # a training subset gets its own
+    assert sorted(os.listdir(tmp_path)) == ["steps4-seed1-n64", "steps4-seed1-n96"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,10 +210,21 @@ def test_fd_report_floor_and_self_distance(params):
     rep = im.fd_report(params, test, train, test, n=60, key=jax.random.PRNGKey(1), n_splits=1, batch_size=60)
     assert rep["n"] == 60 and rep["n_test"] == 60 and rep["n_train"] == 120
     assert abs(rep["fd"]) < 1e-6  # the test set against itself
-    for k in ("fd_floor", "fd_gaussian_baseline", "fd_train"):
+    for k in ("fd_floor", "fd_gaussian_baseline", "fd_gaussian_baseline_std", "fd_train"):
         assert np.isfinite(rep[k]) and rep[k] > -1e-9, (k, rep[k])
+    assert rep["baseline_draws"] == 5 and rep["fd_gaussian_baseline_std"] > 0  # independent draws differ
     # One split: the test subset is the test set reordered, so the same score.
     np.testing.assert_allclose(rep["inception_score"], rep["inception_score_test"], rtol=1e-6)
+
+    # clip_samples scores images as displayed: out-of-range values are clipped to [0, 1] first.
+    shifted = test + 0.5
+    clipped = im.fd_report(params, shifted, train, test, n=60, key=jax.random.PRNGKey(1), n_splits=1,
+                           batch_size=60, clip_samples=True, baseline_draws=1)
+    raw = im.fd_report(params, np.clip(shifted, 0.0, 1.0), train, test, n=60, key=jax.random.PRNGKey(1),
+                       n_splits=1, batch_size=60, baseline_draws=1)
+    assert clipped["fd"] == raw["fd"] and clipped["fd"] != rep["fd"]
+    with pytest.raises(ValueError, match="`baseline_draws`"):
+        im.fd_report(params, test, train, test, n=60, key=jax.random.PRNGKey(1), baseline_draws=0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,166 @@
+"""experiments/benchmarks: the PyTorch twins compute what dsm_jax computes, the entry point
+runs end to end and writes valid JSON; and dsm_jax.nets.CanonicalConv, the library change
+behind the convolution rows (same results as nn.Conv, canonical convolutions inside scans)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import dsm_jax as dj
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+CANONICAL = "b01f_01io->b01f"
+
+
+def _conv_labels(compiled_text: str) -> list[str]:
+    return re.findall(r" convolution\(.*?dim_labels=([^,\s]+)", compiled_text)
+
+
+def _tiny_resnet(conv_impl, n_stages=1):
+    return dj.ResNetEnergy(width=4, n_stages=n_stages, blocks_per_stage=1, conv_impl=conv_impl)
+
+
+# ---------------------------------------------------------------------------------------
+# Library: CanonicalConv.
+# ---------------------------------------------------------------------------------------
+def test_canonical_conv_matches_nn_conv_through_the_mdsm_loss():
+    """Energy, input gradient, and the MDSM loss with its parameter gradient (a derivative
+    of the input gradient: second order) equal nn.Conv's."""
+    key = jax.random.key(0)
+    x = jax.random.uniform(key, (3, 8, 8, 1))
+    params = dj.init_params(_tiny_resnet("xla"), key, (8, 8, 1))
+    results = {}
+    for impl in ("xla", "canonical"):
+        efn = dj.energy_fn_of(_tiny_resnet(impl))
+        loss = dj.mdsm_loss(efn, 0.1, 3.0, 0.1)
+        results[impl] = jax.jit(lambda p: (efn(p, x), dj.core.energy_grad(efn, p, x),  # noqa: B023
+                                           jax.value_and_grad(loss)(p, key, x)))(params)  # noqa: B023
+    chex.assert_trees_all_close(results["canonical"], results["xla"], rtol=2e-5, atol=1e-6)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(results["xla"][2][1])) > 0  # not trivially equal
+    with pytest.raises(ValueError, match="conv_impl"):
+        _tiny_resnet("eigen").init(key, x)
+
+
+def test_canonical_conv_keeps_every_convolution_canonical_inside_a_scan():
+    """The cause of jax-ml/jax#12868: inside a scanned MDSM training step nn.Conv's
+    gradient convolutions keep non-canonical labels (XLA:CPU's slow path); CanonicalConv's
+    never do. Asymmetric even kernels check the adjoint padding too."""
+    key = jax.random.key(1)
+    x = jax.random.uniform(key, (2, 6, 6, 1))
+    opt = dj.adam(1e-3)
+    module = _tiny_resnet("canonical")
+    params = dj.init_params(module, key, (6, 6, 1))
+    step = dj.make_train_step(dj.mdsm_loss(dj.energy_fn_of(module), 0.1, 1.0), opt)
+    scanned = lambda s: jax.lax.scan(lambda c, _: step(c, x), s, None, length=2)  # noqa: E731
+    labels = _conv_labels(jax.jit(scanned).lower(dj.init_train_state(params, opt, key)).compile().as_text())
+    assert labels and set(labels) == {CANONICAL}
+    if jax.default_backend() == "cpu":  # the problem itself: nn.Conv's input gradient in a scan
+        efn = dj.energy_fn_of(_tiny_resnet("xla"))
+        chain = lambda p, x0: jax.lax.scan(  # noqa: E731
+            lambda z, _: (z - dj.core.energy_grad(efn, p, z), None), x0, None, length=2)[0]
+        labels = _conv_labels(jax.jit(chain).lower(params, x).compile().as_text())
+        assert set(labels) != {CANONICAL}, "nn.Conv no longer shows the XLA:CPU loop-body problem"
+
+    # An even kernel: asymmetric 'SAME' padding, and its adjoint, against nn.Conv.
+    import flax.linen as nn
+
+    x = jax.random.normal(key, (2, 5, 5, 3))
+    ref, ours = nn.Conv(4, (2, 4)), dj.nets.CanonicalConv(4, (2, 4))
+    p = ref.init(key, x)
+    def second_order(module):
+        def input_grad_sq(p_, x_):
+            gx = jax.grad(lambda z: jnp.sum(jnp.sin(module.apply(p_, z))))(x_)
+            return jnp.sum(gx**2)
+        return jax.jit(jax.grad(input_grad_sq, argnums=(0, 1)))(p, x)
+
+    g_ref, g_ours = second_order(ref), second_order(ours)
+    chex.assert_trees_all_close(g_ours, g_ref, rtol=2e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Benchmarks.
+# ---------------------------------------------------------------------------------------
+def test_torch_resnet_takes_the_flax_weights_and_a_wrong_weight_shows():
+    """The torch ResNet built from flax parameters (NHWC → NCHW, permuted read-out) gives
+    the same energies, and one perturbed weight does not: the layout conversion that the
+    first-step checks of the entry-point test (losses and every parameter gradient, toy MLP
+    and ResNet) rely on, and evidence those checks can fail."""
+    pytest.importorskip("torch")  # the optional `bench` extra
+    import torch
+
+    from experiments.benchmarks import torch_impl as ti
+
+    key = jax.random.key(3)
+    x = jax.random.uniform(key, (3, 8, 8, 1))
+    params = dj.init_params(_tiny_resnet("xla", n_stages=2), key, (8, 8, 1))
+    e_jax = np.asarray(jax.jit(dj.energy_fn_of(_tiny_resnet("xla", n_stages=2)))(params, x))
+    torch.set_num_threads(1)  # tiny ops; 2 OpenMP threads stall on a busy machine
+    xt = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+    good = ti.resnet_from_flax(params, 4, 2, 1, image_size=8)
+    np.testing.assert_allclose(good(xt).detach().numpy(), e_jax, rtol=1e-5, atol=1e-5)
+    bad = jax.tree.map(lambda a: a, params)
+    bad["params"]["l1"]["kernel"] = bad["params"]["l1"]["kernel"] * 1.01
+    assert not np.allclose(ti.resnet_from_flax(bad, 4, 2, 1, image_size=8)(xt).detach().numpy(), e_jax,
+                           rtol=1e-5, atol=1e-5)
+
+
+def _check_result(result, expected_rows):
+    assert [r["name"] for r in result["rows"]] == expected_rows
+    assert result["peak_gflops_per_s"] is None or result["peak_gflops_per_s"] > 0
+    for row in result["rows"]:
+        assert row["impls"], row["name"]
+        for name, v in row["impls"].items():
+            assert len(v["times_s"]) >= 2 and v["median_s"] > 0, (row["name"], name)
+            if row["kind"] != "peak":
+                assert v["flops"] > 0 and v["gflops_per_s"] > 0 and v["speedup_vs_torch"] > 0, (row["name"], name)
+                assert (v["fraction_of_peak"] is None) == (result["peak_gflops_per_s"] is None)
+            if name.startswith("jax") and row["kind"] != "peak":
+                assert v["compile_s"] > 0, (row["name"], name)
+        if "check" in row:
+            assert row["check"]["loss_rel_err"] < 1e-5 and row["check"]["grad_max_rel_err"] < 1e-4, row["check"]
+        if row["kind"].startswith("langevin"):
+            assert all(v["chain_steps_per_s"] > 0 for v in row["impls"].values())
+    for key in ("cpu_count", "jax", "jaxlib", "xla_flags", "torch"):
+        assert key in result["machine"]
+
+
+def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from experiments.benchmarks import run
+
+    result = run.main(["--tiny", "--in-process", "--out", str(tmp_path)])
+    with open(tmp_path / "benchmarks.json") as f:
+        on_disk = json.load(f)
+    assert on_disk["mode"] == "tiny"
+    # --in-process cannot set XLA_FLAGS per row, so the Eigen row is skipped there.
+    _check_result(on_disk, ["peak", "train_mlp", "train_resnet_b4", "langevin_mlp", "langevin_resnet"])
+    assert {r["name"] for r in on_disk["rows"] if "check" in r} == {"train_mlp", "train_resnet_b4"}
+    assert set(on_disk["rows"][3]["impls"]) == {"jax lax.scan", "jax python loop", "torch python loop"}
+    assert result["rows"][2]["sizes"]["batch"] == 4
+    out = capsys.readouterr().out
+    assert "| train_resnet_b4 | jax[canonical] |" in out and "benchmarks.json" in out
+
+
+def test_benchmark_rows_run_in_subprocesses_with_their_xla_flags(tmp_path):
+    """A row's XLA flags reach its subprocess (and only it); unknown row names are refused."""
+    pytest.importorskip("torch")
+    from experiments.benchmarks import run
+
+    row = run.run_row_subprocess(dict(name="peak", kind="peak", mode="tiny", xla_flags=run.EIGEN_FLAGS))
+    assert run.EIGEN_FLAGS in row["xla_flags"] and run.EIGEN_FLAGS not in os.environ.get("XLA_FLAGS", "")
+    assert row["peak_gflops_per_s"] > 0 and set(row["impls"]) == {"jax matmul 128", "torch matmul 128"}
+    specs = run.row_specs("full")
+    assert {s["name"] for s in specs if s.get("xla_flags")} == {"train_resnet_b128_eigen", "train_resnet_b128_eigen_hugetlb"}
+    assert {s["name"] for s in specs if s.get("env")} == {"langevin_mlp_hugetlb", "train_resnet_b128_eigen_hugetlb"}
+    with pytest.raises(SystemExit, match="unknown"):
+        run.main(["--tiny", "--rows", "no_such_row", "--out", str(tmp_path)])
