@@ -84,6 +84,13 @@ def init_params(module: nn.Module, key, event_shape: Sequence[int]):
     return jax.jit(module.init)(key, jnp.zeros((1, *event_shape), jnp.float32))
 
 
+def same_padding(kernel_size) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(low, high) padding of the two spatial axes for "SAME" output size, as ``nn.Conv``
+    pads: the extra pixel of an even kernel goes on the high side."""
+    kh, kw = kernel_size
+    return ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
+
+
 class MatmulConv(nn.Module):
     """A stride-1 'SAME' convolution written as shifted slices + one matmul (im2col).
 
@@ -105,7 +112,7 @@ class MatmulConv(nn.Module):
         c_in = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features))
         h, w = x.shape[1:3]
-        padded = jnp.pad(x, ((0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)))
+        padded = jnp.pad(x, ((0, 0), *same_padding(self.kernel_size), (0, 0)))
         patches = jnp.concatenate(
             [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1
         )
@@ -200,7 +207,7 @@ class CanonicalConv(nn.Module):
     def __call__(self, x):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
-        y = canonical_conv(x, kernel, (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)))
+        y = canonical_conv(x, kernel, same_padding(self.kernel_size))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return y
