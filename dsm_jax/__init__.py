@@ -56,6 +56,7 @@ from dsm_jax.training import (
     skip_nonfinite_steps,
     update_ema,
 )
+from dsm_jax.xla import compiler_options
 
 __version__ = "0.1.0"
 
@@ -78,6 +79,7 @@ __all__ = [
     "adam",
     "ais_log_z",
     "annealed_langevin",
+    "compiler_options",
     "denoiser",
     "dsm_loss",
     "energy_and_grad",

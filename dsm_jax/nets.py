@@ -213,6 +213,9 @@ class CanonicalConv(nn.Module):
         return y
 
 
+CONV_IMPLS = ("xla", "matmul", "canonical")
+
+
 def conv_layer(impl: str, features: int, kernel_size, use_bias: bool = True, name: str | None = None):
     """``nn.Conv`` (``impl="xla"``), :class:`MatmulConv` (``"matmul"``) or
     :class:`CanonicalConv` (``"canonical"``): same parameters, same results up to float
@@ -244,7 +247,7 @@ class ResidualBlock(nn.Module):
     features: int
     downsample: bool = False
     activation: str = "elu"
-    conv_impl: str = "matmul"
+    conv_impl: str = "canonical"
 
     @nn.compact
     def __call__(self, x):
@@ -267,18 +270,18 @@ class ResNetEnergy(nn.Module):
     MDSM's Fashion-MNIST network is ``ResNetEnergy(width=64, n_stages=3, blocks_per_stage=2)``
     (6 blocks, 128/256/512 channels), its CIFAR-10 network ``width=128, n_stages=3,
     blocks_per_stage=3`` (9 blocks, 256/512/1024 channels); see :data:`RESNET_CONFIGS`.
-    ``conv_impl`` picks the convolution: ``"matmul"`` (:class:`MatmulConv`, the default: fast
-    on CPU inside scanned chains), ``"xla"`` (``nn.Conv``) or ``"canonical"``
-    (:class:`CanonicalConv`: XLA's conv kernels with gradients that stay on XLA:CPU's fast
-    path inside scans too: as fast as ``nn.Conv`` outside loops, the fastest of the three
-    inside them; measured in ``experiments/benchmarks``); parameters are interchangeable.
+    ``conv_impl`` picks the convolution: ``"canonical"`` (:class:`CanonicalConv`, the
+    default: XLA's conv kernels with gradients that stay on XLA:CPU's fast path inside scans
+    too: as fast as ``nn.Conv`` outside loops, the fastest of the three inside them; measured
+    in ``experiments/benchmarks``), ``"matmul"`` (:class:`MatmulConv`: slices + one matmul)
+    or ``"xla"`` (``nn.Conv``); parameters are interchangeable.
     """
 
     width: int = 64
     n_stages: int = 3
     blocks_per_stage: int = 2
     activation: str = "elu"
-    conv_impl: str = "matmul"
+    conv_impl: str = "canonical"
 
     @nn.compact
     def __call__(self, x):
@@ -413,14 +416,15 @@ class ConvGenerator(nn.Module):
     sigmoid``, ``s = H / 2^n``; channels halve at every upsample (``width`` at full size).
 
     Upsample + conv instead of transposed convs avoids checkerboard artefacts; with
-    ``conv_impl="matmul"`` (:class:`MatmulConv`) there is no XLA:CPU slowdown inside scans.
+    the default ``conv_impl="canonical"`` (:class:`CanonicalConv`) there is no XLA:CPU slowdown
+    inside scans.
     """
 
     width: int = 64
     n_upsamples: int = 3
     image_shape: tuple[int, ...] = (32, 32, 1)
     activation: str = "relu"
-    conv_impl: str = "matmul"
+    conv_impl: str = "canonical"
 
     @nn.compact
     def __call__(self, z):

@@ -221,7 +221,7 @@ def constrain_batch(tree, axis: int = 0, name: str = "batch"):
 # ---------------------------------------------------------------------------------------
 # Samplers
 # ---------------------------------------------------------------------------------------
-def shard_chains(sample_fn, mesh="auto"):
+def shard_chains(sample_fn, mesh="auto", compiler_options: dict | None = None):
     """``sample_fn(params, key, x0, *masks)`` jitted with the chains (batch axis of ``x0``)
     split over the data axis and ``params``/``key`` replicated.
 
@@ -229,7 +229,8 @@ def shard_chains(sample_fn, mesh="auto"):
     ``inpainter``): a per-example mask (shape of ``x0``) is split like ``x0``, a shared one
     (event shape) replicated. Outputs are gathered (replicated), so ``np.asarray`` works on
     every process. With partitionable threefry the chains are those of the one-device run.
-    ``mesh``: as in :func:`resolve_mesh`, resolved at the first call.
+    ``mesh``: as in :func:`resolve_mesh`, resolved at the first call. ``compiler_options``
+    go to ``jax.jit`` (see :func:`dsm_jax.compiler_options`).
     """
     jitted: dict = {}
 
@@ -237,7 +238,8 @@ def shard_chains(sample_fn, mesh="auto"):
         m = resolve_mesh(mesh) if "m" not in jitted else jitted["m"]
         if "m" not in jitted:
             jitted["m"] = m
-            jitted["fn"] = jax.jit(sample_fn) if m is None else jax.jit(sample_fn, out_shardings=replicated(m))
+            shardings = {} if m is None else {"out_shardings": replicated(m)}
+            jitted["fn"] = jax.jit(sample_fn, compiler_options=compiler_options, **shardings)
         if m is None:
             return jitted["fn"](params, key, x0, *masks)
         x0_s = shard_batch(x0, m, 0, "x0")

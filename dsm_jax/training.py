@@ -129,11 +129,11 @@ def adam(learning_rate, b1=0.9, b2=0.999, total_steps=None, final_lr=None, clip_
     return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
 
 
-def _scan_chunk(step_fn, n: int, with_batches: bool, mesh=None):
+def _scan_chunk(step_fn, n: int, with_batches: bool, mesh=None, compiler_options=None):
     def chunk(state, batches=None):
         if n == 1:
-            # One step: call it directly, no loop. XLA:CPU runs conv-net gradients inside a
-            # while body far slower (jax-ml/jax#12868), so conv nets on CPU use steps_per_call=1.
+            # One step: call it directly, no loop. XLA:CPU runs nn.Conv gradients inside a
+            # while body far slower (jax-ml/jax#12868; nets.CanonicalConv does not).
             out = step_fn(state, jax.tree.map(lambda b: b[0], batches)) if with_batches else step_fn(state)
             return out[0], jax.tree.map(lambda m: m[None], out[1])
         if with_batches:
@@ -141,12 +141,12 @@ def _scan_chunk(step_fn, n: int, with_batches: bool, mesh=None):
         return jax.lax.scan(lambda s, _: step_fn(s), state, None, length=n)
 
     if mesh is None:
-        return jax.jit(chunk)
+        return jax.jit(chunk, compiler_options=compiler_options)
     # Data parallel: state in and out replicated, stacked batches (n, batch, ...) split on
     # the batch axis; XLA adds the gradient all-reduce.
     rep = parallel.replicated(mesh)
     in_shardings = (rep, parallel.batch_sharding(mesh, axis=1)) if with_batches else (rep,)
-    return jax.jit(chunk, in_shardings=in_shardings, out_shardings=(rep, rep))
+    return jax.jit(chunk, in_shardings=in_shardings, out_shardings=(rep, rep), compiler_options=compiler_options)
 
 
 class IncompatibleCheckpointError(ValueError):
@@ -389,6 +389,7 @@ def fit(
     max_consecutive_skips: int | None = 1000,
     callback: Callable[[object, dict], None] | None = None,
     mesh="auto",
+    compiler_options: dict | None = None,
 ):
     """Run ``n_steps`` steps of ``step_fn`` from ``state``; returns ``(state, history)``.
 
@@ -423,6 +424,9 @@ def fit(
     split over the devices (its size must divide by their number: a clear error otherwise),
     and data drawn inside the step (``with_data``, DDE latents) split the same way; with
     several processes ``batches`` gives this process's rows (``BatchIterator`` does).
+
+    ``compiler_options`` go to the chunk's ``jax.jit`` (e.g.
+    ``dsm_jax.compiler_options(ynn_fusions=False)``, see :mod:`dsm_jax.xla`).
     """
     n_steps = _checks.check_positive_int("n_steps", n_steps)
     steps_per_call = _checks.check_positive_int("steps_per_call", steps_per_call)
@@ -454,7 +458,7 @@ def fit(
         while done < n_steps:
             n = min(steps_per_call, n_steps - done)
             if n not in chunks:
-                chunks[n] = _scan_chunk(step_fn, n, batches is not None, mesh)
+                chunks[n] = _scan_chunk(step_fn, n, batches is not None, mesh, compiler_options)
             t0 = time.perf_counter()
             args = (state,) if batches is None else (state, take(n))
             if mesh is not None and batches is not None:

@@ -78,6 +78,9 @@ class DDEFashionConfig:
     conv_blocks: int = 1
     gen_conv_width: int = 32  # arch "conv": ConvGenerator channels at full resolution
     conv_impl: str = "matmul"  # MatmulConv: no XLA:CPU slowdown inside scanned chunks
+    # XLA:CPU's YNNPACK fusions (dsm_jax.compiler_options): on for the DenseNet (its
+    # 1808 x 64 layers run 1.5x slower without them); arch "conv" runs faster with false.
+    ynn_fusions: bool = True
     # Training (DDE: batch 100, Adam 1e-3 for all three networks, σ = 0.5, G every 10 steps).
     steps: int = 25_000       # ≈ 11.6 steps/s on 2 CPU cores: ~36 min
     batch_size: int = 100
@@ -133,7 +136,7 @@ class DDEFashionConfig:
                       "density_t_high", "density_init_std"),
             open_unit=("b1", "b2", "gen_b1", "gen_b2"),
             unit_interval=("anneal_frac",),
-            choices={"arch": ARCHS, "conv_impl": ("xla", "matmul"), "activation": tuple(sorted(nets.ACTIVATIONS))},
+            choices={"arch": ARCHS, "conv_impl": nets.CONV_IMPLS, "activation": tuple(sorted(nets.ACTIVATIONS))},
         )
         if self.train_limit and self.batch_size > self.train_limit:
             raise ValueError(f"`batch_size` ({self.batch_size}) exceeds `train_limit` ({self.train_limit}) "
@@ -142,7 +145,8 @@ class DDEFashionConfig:
 
 # Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a
 # checkpoint written under other values of these still resumes; other changes are refused.
-RESUME_IGNORED = ("data_dir", "cache_dir", "classifier_dir", "test_limit", "steps_per_call", "checkpoint_every",
+RESUME_IGNORED = ("data_dir", "cache_dir", "classifier_dir", "test_limit", "steps_per_call", "ynn_fusions",
+                  "checkpoint_every",
                   "keep_checkpoints", "grid_every", "n_samples", "fd_n", "classifier_steps", "density",
                   "density_step_size", "density_n_constant", "density_n_exponential", "density_n_final",
                   "density_t_high", "density_init_mean", "density_init_std", "density_n_samples", "density_chunk",
@@ -164,7 +168,7 @@ PRESETS = {
         p_warmup_steps=10, q_warmup_steps=10,
         steps_per_call=10, gen_every=5, checkpoint_every=20, grid_every=20, n_samples=64, fd_n=64,
         classifier_steps=60, density_n_constant=5, density_n_exponential=10, density_n_final=5,
-        density_n_samples=64, density_chunk=32,
+        density_n_samples=64, density_chunk=32, ynn_fusions=False,
     ),
     "paper": dict(
         depth=16, growth=nets.DDE_DENSENET_PAPER["energy_growth"], gen_depth=16,
@@ -268,10 +272,12 @@ def train(cfg, x_train, out, progress):
     if cfg.p_warmup_steps and not resuming:
         warmup = dj.make_p_warmup_step(energy_fn, cfg.sigma_start, energy_opt)
         state, _ = dj.fit(warmup, state, cfg.p_warmup_steps, steps_per_call=cfg.steps_per_call, batches=batches,
+                          compiler_options=dj.compiler_options(cfg.ynn_fusions),
                           desc="E_p warm-up", progress=progress)
     if cfg.q_warmup_steps and not resuming:
         warmup = dj.make_q_warmup_step(energy_fn, generator_fn, cfg.sigma_start, latent_fn, energy_opt)
         state, _ = dj.fit(warmup, state, cfg.q_warmup_steps, steps_per_call=cfg.steps_per_call,
+                          compiler_options=dj.compiler_options(cfg.ynn_fusions),
                           desc="E_q warm-up", progress=progress)
     step = with_loss_alias(dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
                                             gen_every=cfg.gen_every))
@@ -294,7 +300,7 @@ def train(cfg, x_train, out, progress):
             step, state, cfg.steps, steps_per_call=cfg.steps_per_call, batches=batches, desc="dde train",
             progress=progress, log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=ckpt_dir,
             checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, callback=save_grid,
-            fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED),
+            fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED), compiler_options=dj.compiler_options(cfg.ynn_fusions),
         )
     finally:
         batches.close()
@@ -345,9 +351,10 @@ def density_temperatures(cfg):
     return jnp.concatenate([parts, jnp.ones((cfg.density_n_final,), jnp.float32)])
 
 
-def make_density_sampler(cfg, energy_fn):
-    """``sample_fn(params, key, x0) -> (x, StepInfo)``: a Langevin chain on E_p (the DDE density
-    of the σ-smoothed data) and one Tweedie denoise x − σ²∇E_p(x) of its noisy samples."""
+def make_density_sampler(cfg, energy_fn, mesh=None):
+    """``sample_fn(params, key, x0) -> (x, StepInfo)``, jitted: a Langevin chain on E_p (the DDE
+    density of the σ-smoothed data) and one Tweedie denoise x − σ²∇E_p(x) of its noisy samples;
+    with ``mesh="auto"`` the chains are split over all devices (:func:`parallel.shard_chains`)."""
     temps = density_temperatures(cfg)
     if temps.shape[0] == 0:
         raise ValueError("The density sampler has no steps: make one of density_n_constant, "
@@ -359,13 +366,13 @@ def make_density_sampler(cfg, energy_fn):
         x, info = chain(params, key, x0)
         return denoise(params, x), info
 
-    return jax.jit(sample_fn), int(temps.shape[0])
+    options = dj.compiler_options(cfg.ynn_fusions)
+    return parallel.shard_chains(sample_fn, mesh, compiler_options=options), int(temps.shape[0])
 
 
 def density_samples(cfg, energy_fn, p_params, key, progress):
     """E_p's Langevin + Tweedie samples and the seconds per 1,000 (after a compiling chunk)."""
-    sampler, n_steps = make_density_sampler(cfg, energy_fn)
-    sampler = parallel.shard_chains(sampler)  # chains split over all devices (plain jit on one)
+    sampler, n_steps = make_density_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
     init = lambda k, m: cfg.density_init_mean + cfg.density_init_std * jax.random.normal(k, (m, *IMAGE_SHAPE))  # noqa: E731
     chunk = min(cfg.density_chunk, cfg.density_n_samples)
     jax.block_until_ready(sampler(p_params, key, init(key, chunk)))  # compiles

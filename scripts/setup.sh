@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh Debian machine with Python >= 3.11:
-#   .venv with dsm-jax (editable) and its test tools, plus Debian's Fashion-MNIST IDX files.
+#   .venv with dsm-jax (editable), its test tools and the bench extra (CPU PyTorch), plus
+#   Debian's Fashion-MNIST IDX files.
 # Safe to re-run; each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,12 @@ if ! .venv/bin/python -c "import dsm_jax, pytest, nbclient" >/dev/null 2>&1 \
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".[test]"
   touch .venv/.dsm_jax_installed
+fi
+# PyTorch (CPU), the optional bench extra: only experiments/benchmarks and its comparison
+# tests use it, never the library; without it those 3 tests are skipped.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q -e ".[bench]" \
+    || echo "setup: PyTorch (bench extra) not installed; the benchmark comparison tests will be skipped" >&2
 fi
 
 # Fashion-MNIST (used by the image experiments) from Debian's package; optional for the toys.

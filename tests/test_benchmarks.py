@@ -1,6 +1,7 @@
 """experiments/benchmarks: the PyTorch twins compute what dsm_jax computes, the entry point
-runs end to end and writes valid JSON; and dsm_jax.nets.CanonicalConv, the library change
-behind the convolution rows (same results as nn.Conv, canonical convolutions inside scans)."""
+runs end to end and writes valid JSON; and the library changes behind its rows:
+dsm_jax.nets.CanonicalConv (same results as nn.Conv, canonical convolutions inside scans)
+and dsm_jax.compiler_options (no YNNPACK fusions in that one computation, same results)."""
 from __future__ import annotations
 
 import json
@@ -88,6 +89,46 @@ def test_canonical_conv_keeps_every_convolution_canonical_inside_a_scan():
 
 
 # ---------------------------------------------------------------------------------------
+# Library: dsm_jax.compiler_options (XLA:CPU's YNNPACK fusions per computation).
+# ---------------------------------------------------------------------------------------
+def _ynn_fusions(compiled_text: str) -> int:
+    return compiled_text.count('"__ynn_fusion"')
+
+
+def test_compiler_options_turn_off_library_fusions_for_one_computation_only():
+    """On CPU ``compiler_options(ynn_fusions=False)`` leaves no YNNPACK fusion in the
+    compiled DSM step, changes its results only by rounding, and leaves other jits (XLA's
+    defaults) alone; ``fit`` passes the options to its chunk."""
+    assert dj.compiler_options() is None and dj.compiler_options(True) is None
+    assert dj.compiler_options(False, backend="gpu") is None
+    with pytest.raises(TypeError, match="ynn_fusions"):
+        dj.compiler_options("false")
+    if jax.default_backend() != "cpu":
+        assert dj.compiler_options(False) is None
+        return
+    assert dj.compiler_options(False) == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    key = jax.random.key(0)
+    module = dj.MLPEnergy(3, 32)
+    params = dj.init_params(module, key, (2,))
+    opt = dj.adam(1e-3)
+    x = jax.random.normal(key, (256, 2))
+    step = dj.make_train_step(dj.dsm_loss(dj.energy_fn_of(module), 0.2), opt)
+    state = dj.init_train_state(params, opt, key)
+    off = jax.jit(step, compiler_options=dj.compiler_options(False)).lower(state, x).compile()
+    default = jax.jit(step).lower(state, x).compile()
+    assert _ynn_fusions(off.as_text()) == 0
+    if _ynn_fusions(default.as_text()) == 0:
+        pytest.skip("this jaxlib emits no YNNPACK fusions by default: nothing to turn off")
+    (s_off, m_off), (s_def, m_def) = off(state, x), default(state, x)
+    chex.assert_trees_all_close((s_off.params, m_off), (s_def.params, m_def), rtol=1e-5, atol=1e-7)
+
+    batches = lambda n: jnp.broadcast_to(x, (n, *x.shape))  # noqa: E731
+    fitted = [dj.fit(step, state, 4, steps_per_call=2, batches=batches, progress=False, mesh=None,
+                     compiler_options=options)[0].params for options in (dj.compiler_options(False), None)]
+    chex.assert_trees_all_close(fitted[0], fitted[1], rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
 # Benchmarks.
 # ---------------------------------------------------------------------------------------
 def test_torch_resnet_takes_the_flax_weights_and_a_wrong_weight_shows():
@@ -142,25 +183,31 @@ def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
     with open(tmp_path / "benchmarks.json") as f:
         on_disk = json.load(f)
     assert on_disk["mode"] == "tiny"
-    # --in-process cannot set XLA_FLAGS per row, so the Eigen row is skipped there.
+    # --in-process cannot set a row's environment, so the hugetlb rows are skipped there.
     _check_result(on_disk, ["peak", "train_mlp", "train_resnet_b4", "langevin_mlp", "langevin_resnet"])
     assert {r["name"] for r in on_disk["rows"] if "check" in r} == {"train_mlp", "train_resnet_b4"}
-    assert set(on_disk["rows"][3]["impls"]) == {"jax lax.scan", "jax python loop", "torch python loop"}
+    assert set(on_disk["rows"][1]["impls"]) == {"jax", "jax ynn-off", "torch"}
+    langevin = on_disk["rows"][3]["impls"]
+    assert set(langevin) == {f"jax{v} {how}" for v in ("", " ynn-off") for how in ("lax.scan", "python loop")} | {
+        "torch python loop"}
+    loop_ratio = langevin["jax lax.scan"]["speedup_vs_jax_python_loop"]
+    rounds = zip(langevin["jax python loop"]["rounds_s"], langevin["jax lax.scan"]["rounds_s"])
+    assert loop_ratio == pytest.approx(float(np.median([lp / sc for lp, sc in rounds])))
+    assert langevin["jax python loop"]["speedup_vs_jax_python_loop"] is None
     assert result["rows"][2]["sizes"]["batch"] == 4
     out = capsys.readouterr().out
-    assert "| train_resnet_b4 | jax[canonical] |" in out and "benchmarks.json" in out
+    assert "| train_resnet_b4 | jax[canonical] ynn-off |" in out and "its loop)" in out and "benchmarks.json" in out
 
 
-def test_benchmark_rows_run_in_subprocesses_with_their_xla_flags(tmp_path):
-    """A row's XLA flags reach its subprocess (and only it); unknown row names are refused."""
+def test_benchmark_rows_run_in_subprocesses_with_their_environment(tmp_path):
+    """A row's environment reaches its subprocess (and only it); unknown row names are refused."""
     pytest.importorskip("torch")
     from experiments.benchmarks import run
 
-    row = run.run_row_subprocess(dict(name="peak", kind="peak", mode="tiny", xla_flags=run.EIGEN_FLAGS))
-    assert run.EIGEN_FLAGS in row["xla_flags"] and run.EIGEN_FLAGS not in os.environ.get("XLA_FLAGS", "")
+    row = run.run_row_subprocess(dict(name="peak", kind="peak", mode="tiny", env=run.HUGETLB_ENV))
+    assert row["env"] == run.HUGETLB_ENV and "GLIBC_TUNABLES" not in os.environ
     assert row["peak_gflops_per_s"] > 0 and set(row["impls"]) == {"jax matmul 128", "torch matmul 128"}
     specs = run.row_specs("full")
-    assert {s["name"] for s in specs if s.get("xla_flags")} == {"train_resnet_b128_eigen", "train_resnet_b128_eigen_hugetlb"}
-    assert {s["name"] for s in specs if s.get("env")} == {"langevin_mlp_hugetlb", "train_resnet_b128_eigen_hugetlb"}
+    assert {s["name"] for s in specs if s.get("env")} == {"langevin_mlp_hugetlb", "train_resnet_b128_hugetlb"}
     with pytest.raises(SystemExit, match="unknown"):
         run.main(["--tiny", "--rows", "no_such_row", "--out", str(tmp_path)])

@@ -6,13 +6,16 @@
 
 Prints a table and writes ``DIR/benchmarks.json`` (default ``runs/benchmarks[-quick]``).
 Every row runs in a fresh subprocess (``--in-process`` runs them in this one), so a row's
-memory and XLA flags do not leak into the next. Inside a row the implementations are timed
-*interleaved*: after compilation and one warm-up call each, repeat r times one call of
-every implementation in turn, and report the median (and min) per implementation, so slow
-drifts of the machine hit all of them alike. Run it on idle cores all the same: under
-background load PyTorch's OpenMP regions wait for descheduled threads (a 23 ms MLP step
-measured 4.9 s median at load average 4), which no interleaving evens out; the table
-flags a busy machine from the load average.
+memory and environment do not leak into the next. Inside a row the implementations are
+timed *interleaved in blocks*: after compilation and one warm-up call each, every round
+runs a block of calls (≥ 0.25 s) of each implementation in turn, dropping the first call of
+a block when calls are short (PyTorch's OpenMP threads spin on after its last call and slow
+whatever runs next: per-call alternation made a 9.4 ms jax step read 14.4 ms), and reports
+the median (and min) per implementation, so slow drifts of the machine hit all of them
+alike; speed-ups are paired (median over rounds of the ratio of back-to-back blocks). Run
+it on idle cores all the same: under background load PyTorch's OpenMP regions
+wait for descheduled threads (a 23 ms MLP step measured 4.9 s median at load average 4),
+which no interleaving evens out; the table flags a machine that was busy at the start.
 
 Rows:
 
@@ -22,17 +25,19 @@ Rows:
   of the DDE toy MLP (25 × 32 softplus, batch 2048, 2-D).
 * ``train_resnet_b{B}``: one MDSM training step of MDSM's Fashion-MNIST ResNet
   (``RESNET_CONFIGS["fashion_mnist"]``: 6 residual blocks, stem width 64, 32×32×1, batch B),
-  dsm_jax with ``CanonicalConv`` and with ``nn.Conv``; ``..._eigen`` the same with
-  ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`` (XLA:CPU's Eigen convolutions
-  instead of its YNNPACK fusions, which run the 64-channel 32×32 layers at half speed).
+  dsm_jax with ``CanonicalConv`` and with ``nn.Conv``.
+* Every jax implementation named ``... ynn-off`` is compiled with
+  ``dsm_jax.compiler_options(ynn_fusions=False)`` (XLA:CPU's own dot/convolution emitters
+  instead of its YNNPACK library fusions, per computation); the others with XLA's defaults.
 * ``..._hugetlb`` rows: the same with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` for both
   frameworks (XLA mallocs each call's temporaries afresh; with 4 KiB pages every call
   page-faults them in again).
 * ``langevin_mlp`` (10,000 chains), ``langevin_mlp_100chains``, ``langevin_resnet`` (256
   chains; ``CanonicalConv`` and ``MatmulConv``): unadjusted Langevin chains, throughput in
   chain-steps per second for one ``lax.scan`` (``dsm_jax.langevin``), a jitted
-  ``dsm_jax.langevin_kernel`` step called from a Python loop, and the PyTorch loop. All three
-  evaluate ∇E n_steps + 1 times (at x0, then after every move), as ``dsm_jax.langevin``.
+  ``dsm_jax.langevin_kernel`` step called from a Python loop (same compile options), and
+  the PyTorch loop. All evaluate ∇E n_steps + 1 times (at x0, then after every move), as
+  ``dsm_jax.langevin``.
 
 Training rows first check that both frameworks compute the same thing: from the same
 initial weights (copied flax → torch) and the same noise, the first-step losses and every
@@ -53,6 +58,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -61,7 +67,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EIGEN_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
 # glibc's malloc with transparent huge pages: XLA:CPU mallocs each call's temporaries as one
 # block (61 MiB for the toy MLP's gradient at 10,000 chains), which glibc mmaps and the kernel
 # faults in 4 KiB at a time on every call (15,600 minor faults per call measured); with
@@ -80,18 +85,17 @@ MODES = {
         mlp=dict(depth=25, width=32, batch=2048), mlp_repeats=10,
         resnet=dict(width=64, n_stages=3, blocks_per_stage=2, image=32), resnet_batches=(32,), resnet_repeats=3,
         langevin_mlp=dict(chains=10_000, steps=30), langevin_resnet=dict(chains=32, steps=2), langevin_repeats=3,
-        skip_rows=("train_resnet_b32_eigen_hugetlb",),
         peak_sizes=(2048,), peak_repeats=5,
     ),
     "tiny": dict(
         mlp=dict(depth=3, width=8, batch=64), mlp_repeats=3,
         resnet=dict(width=4, n_stages=1, blocks_per_stage=1, image=8), resnet_batches=(4,), resnet_repeats=2,
         langevin_mlp=dict(chains=32, steps=2), langevin_resnet=dict(chains=4, steps=2), langevin_repeats=2,
-        peak_sizes=(128,), peak_repeats=2,
+        peak_sizes=(128,), peak_repeats=2, block_s=0.005,
         # One torch thread: on a loaded 2-core machine each 2-thread OpenMP region of a tiny op
         # can wait a scheduler time slice (~12 ms measured) for its second thread.
         torch_threads=1,
-        resnet_impls=("canonical",), langevin_resnet_impls=("canonical",),
+        resnet_impls=(("canonical", False),), langevin_resnet_impls=(("canonical", False, True),),
         skip_rows=("langevin_mlp_100chains",),  # the same code path as langevin_mlp
     ),
 }
@@ -106,10 +110,8 @@ def row_specs(mode: str) -> list[dict]:
     for b in m["resnet_batches"]:
         rows.append(dict(name=f"train_resnet_b{b}", kind="train_resnet", batch=b))
     b = m["resnet_batches"][0]
-    rows.append(dict(name=f"train_resnet_b{b}_eigen", kind="train_resnet", batch=b, xla_flags=EIGEN_FLAGS,
-                     impls=("jax[canonical]", "torch")))
-    rows.append(dict(name=f"train_resnet_b{b}_eigen_hugetlb", kind="train_resnet", batch=b, xla_flags=EIGEN_FLAGS,
-                     env=HUGETLB_ENV, impls=("jax[canonical]", "torch")))
+    rows.append(dict(name=f"train_resnet_b{b}_hugetlb", kind="train_resnet", batch=b, env=HUGETLB_ENV,
+                     impls=("jax[canonical] ynn-off", "torch")))
     rows += [dict(name="langevin_mlp", kind="langevin_mlp"),
              dict(name="langevin_mlp_hugetlb", kind="langevin_mlp", env=HUGETLB_ENV),
              dict(name="langevin_mlp_100chains", kind="langevin_mlp", chains=100),
@@ -141,10 +143,10 @@ def peak_rss_growth_mib(fn):
         ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so reuse shows as growth
     except OSError:
         pass
-    base = _status_kib("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        base = _status_kib("VmHWM")  # read after the reset: the RSS it reset to
     except OSError:
         base = None
     out = fn()
@@ -152,22 +154,56 @@ def peak_rss_growth_mib(fn):
     return out, (None if base is None or peak is None else (peak - base) / 1024.0)
 
 
-def interleaved(fns: dict, repeats: int) -> dict:
-    """Time each zero-argument callable ``repeats`` times, in turn, one call of each per round."""
+def interleaved(fns: dict, rounds: int, block_s: float = 0.25, settle_s: float = 0.5) -> dict:
+    """Time zero-argument callables in alternating blocks: each round runs a block of calls
+    of every implementation in turn (≥ ``block_s`` of work per block) and keeps one time per
+    call. Calls shorter than ``settle_s`` lose the first call of every block: right after
+    PyTorch, its OpenMP threads still spin-wait for work and take the cores from the next
+    call (measured: per-call alternation made a 9.4 ms jax step read 14.4 ms)."""
+    per_call = {}
+    for k, f in fns.items():  # one untimed-for-the-result call each sizes the blocks
+        t0 = time.perf_counter()
+        f()
+        per_call[k] = time.perf_counter() - t0
+    settle = {k: t < settle_s for k, t in per_call.items()}
+    block = {k: int(settle[k]) + max(1, math.ceil(block_s / max(t, 1e-6))) for k, t in per_call.items()}
     times = {k: [] for k in fns}
-    for _ in range(repeats):
+    rounds_s = {k: [] for k in fns}  # per round, the median call of the block
+    for _ in range(rounds):
         for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t0)
-    return {k: dict(times_s=v, median_s=statistics.median(v), min_s=min(v)) for k, v in times.items()}
+            block_times = []
+            for i in range(block[k]):
+                t0 = time.perf_counter()
+                f()
+                if i or not settle[k]:
+                    block_times.append(time.perf_counter() - t0)
+            times[k] += block_times
+            rounds_s[k].append(statistics.median(block_times))
+    return {k: dict(times_s=v, rounds_s=rounds_s[k], median_s=statistics.median(v), min_s=min(v),
+                    calls_per_block=block[k], first_call_of_block_dropped=settle[k]) for k, v in times.items()}
 
 
-def _jax_compile(fn, *args):
+def paired_speedup(reference: dict, other: dict) -> float:
+    """Median over rounds of reference/other block times: blocks of one round run back to
+    back, so a change of the machine's speed between rounds cancels (on this VM the second
+    core comes and goes for seconds at a time: the same step measured 9.6 and 17.5 ms within
+    one process)."""
+    return statistics.median(r / o for r, o in zip(reference["rounds_s"], other["rounds_s"]))
+
+
+def _jax_name(conv: str | None = None, ynn_fusions: bool = True) -> str:
+    """``jax``, ``jax[canonical]``, ``jax[nn.Conv] ynn-off``, ...: the implementation column."""
+    base = "jax" if conv is None else f"jax[{'nn.Conv' if conv == 'xla' else conv}]"
+    return base if ynn_fusions else base + " ynn-off"
+
+
+def _jax_compile(fn, *args, ynn_fusions: bool = True):
     import jax
 
+    import dsm_jax as dj
+
     t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=dj.compiler_options(ynn_fusions)).lower(*args).compile()
     info = dict(compile_s=time.perf_counter() - t0)
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -210,7 +246,7 @@ def run_peak(spec) -> dict:
         fns = {f"jax matmul {n}": lambda: mm(a, a).block_until_ready(), f"torch matmul {n}": lambda: torch.mm(ta, ta)}
         for f in fns.values():
             f()
-        for k, v in interleaved(fns, m["peak_repeats"]).items():
+        for k, v in interleaved(fns, m["peak_repeats"], m.get("block_s", 0.25)).items():
             v["flops"] = 2.0 * n**3
             impls[k] = v
     for v in impls.values():
@@ -284,7 +320,8 @@ def run_train(spec) -> dict:
         module = dj.MLPEnergy(cfg["depth"], cfg["width"])
         params = dj.init_params(module, k_init, (2,))
         opt = dj.adam(1e-3)
-        losses = {"jax": dj.dsm_loss(dj.energy_fn_of(module), DSM_SIGMA)}
+        loss = dj.dsm_loss(dj.energy_fn_of(module), DSM_SIGMA)
+        variants = {_jax_name(None, ynn): (loss, ynn) for ynn in (False, True)}
         t_model = ti.mlp_from_flax(params, 2, cfg["depth"], cfg["width"])
         t_step = ti.make_dsm_step(t_model, ti.adam(t_model, 1e-3), DSM_SIGMA)
         tx = torch.from_numpy(np.array(x))
@@ -297,21 +334,22 @@ def run_train(spec) -> dict:
         x = jax.random.uniform(k_data, (batch, *shape))
         params = dj.init_params(dj.ResNetEnergy(**net), k_init, shape)
         opt = dj.adam(1e-4, 0.9, 0.95)
-        losses = {f"jax[{'nn.Conv' if impl == 'xla' else impl}]":
-                  dj.mdsm_loss(dj.energy_fn_of(dj.ResNetEnergy(**net, conv_impl=impl)), *MDSM_SIGMAS, MDSM_SIGMA0)
-                  for impl in m.get("resnet_impls", ("canonical", "xla"))}
+        variants = {
+            _jax_name(impl, ynn): (dj.mdsm_loss(dj.energy_fn_of(dj.ResNetEnergy(**net, conv_impl=impl)),
+                                                *MDSM_SIGMAS, MDSM_SIGMA0), ynn)
+            for impl, ynn in m.get("resnet_impls", (("canonical", False), ("canonical", True), ("xla", True)))}
         t_model = ti.resnet_from_flax(params, **net, image_size=cfg["image"])
         t_step = ti.make_mdsm_step(t_model, ti.adam(t_model, 1e-4, 0.9, 0.95), *MDSM_SIGMAS, MDSM_SIGMA0)
         tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
         repeats = m["resnet_repeats"]
         cfg = dict(cfg, batch=batch)
     wanted = spec.get("impls")
-    for name, loss_fn in losses.items():
+    for name, (loss_fn, ynn) in variants.items():
         if wanted and name not in wanted:
             continue
         step = dj.make_train_step(loss_fn, opt)
         state = [dj.init_train_state(params, opt, k_state)]
-        compiled, info = _jax_compile(step, state[0], x)
+        compiled, info = _jax_compile(step, state[0], x, ynn_fusions=ynn)
 
         def call(compiled=compiled, state=state):
             state[0], metrics = compiled(state[0], x)
@@ -321,7 +359,7 @@ def run_train(spec) -> dict:
         fns[name], infos[name] = call, info
     infos["torch"] = _first_call(lambda: t_step(tx))
     fns["torch"] = lambda: t_step(tx)
-    timings = interleaved(fns, repeats)
+    timings = interleaved(fns, repeats, m.get("block_s", 0.25))
     flops = next(v["flops"] for v in infos.values() if v.get("flops"))
     impls = {k: dict(infos[k], **timings[k], flops=flops) for k in fns}
     check = check_first_step(spec["kind"], params, x, cfg)
@@ -345,7 +383,8 @@ def run_langevin(spec) -> dict:
         module = dj.MLPEnergy(cfg["depth"], cfg["width"])
         params = dj.init_params(module, k_init, (2,))
         x0 = jax.random.normal(k_x, (cfg["chains"], 2))
-        variants = {"jax": module}
+        # name -> (module, ynn_fusions, also time the per-step Python loop)
+        variants = {_jax_name(None, ynn): (module, ynn, True) for ynn in (False, True)}
         t_model = ti.mlp_from_flax(params, 2, cfg["depth"], cfg["width"])
         tx0 = torch.from_numpy(np.array(x0))
     else:
@@ -355,24 +394,27 @@ def run_langevin(spec) -> dict:
         shape = (r["image"], r["image"], 1)
         params = dj.init_params(dj.ResNetEnergy(**net), k_init, shape)
         x0 = 0.5 + jax.random.normal(k_x, (cfg["chains"], *shape))
-        variants = {f"jax[{impl}]": dj.ResNetEnergy(**net, conv_impl=impl)
-                    for impl in m.get("langevin_resnet_impls", ("canonical", "matmul"))}
+        impls = m.get("langevin_resnet_impls",
+                      (("canonical", False, True), ("canonical", True, False), ("matmul", True, False)))
+        variants = {_jax_name(impl, ynn): (dj.ResNetEnergy(**net, conv_impl=impl), ynn, loop)
+                    for impl, ynn, loop in impls}
         t_model = ti.resnet_from_flax(params, **net, image_size=r["image"])
         tx0 = torch.from_numpy(np.array(x0)).permute(0, 3, 1, 2).contiguous()
     n_steps = cfg["steps"]
     fns, infos = {}, {}
-    for name, module in variants.items():
+    for name, (module, ynn, with_loop) in variants.items():
         efn = dj.energy_fn_of(module)
-        scan, info = _jax_compile(dj.langevin(efn, LANGEVIN_STEP, n_steps), params, k_run, x0)
+        scan, info = _jax_compile(dj.langevin(efn, LANGEVIN_STEP, n_steps), params, k_run, x0, ynn_fusions=ynn)
         scan_call = lambda scan=scan: scan(params, k_run, x0).block_until_ready()  # noqa: E731
         info.update(_first_call(scan_call))
         fns[f"{name} lax.scan"], infos[f"{name} lax.scan"] = scan_call, info
-        if name == "jax[matmul]":
-            continue  # the Python loop is measured once, with the first variant
-        init, _ = _jax_compile(lambda p, x: dj.init_chain(efn, p, x), params, x0)
+        if not with_loop:
+            continue
+        init, _ = _jax_compile(lambda p, x: dj.init_chain(efn, p, x), params, x0, ynn_fusions=ynn)
         kernel = dj.langevin_kernel(efn)
         state0 = init(params, x0)
-        one, info = _jax_compile(lambda p, k, s: kernel(p, k, s, LANGEVIN_STEP, 1.0)[0], params, k_run, state0)
+        one, info = _jax_compile(lambda p, k, s: kernel(p, k, s, LANGEVIN_STEP, 1.0)[0], params, k_run, state0,
+                                 ynn_fusions=ynn)
         keys = list(jax.random.split(k_run, n_steps))
 
         def loop_call(init=init, one=one, keys=keys):
@@ -390,7 +432,7 @@ def run_langevin(spec) -> dict:
 
     infos["torch python loop"] = _first_call(torch_call)
     fns["torch python loop"] = torch_call
-    timings = interleaved(fns, m["langevin_repeats"])
+    timings = interleaved(fns, m["langevin_repeats"], m.get("block_s", 0.25))
     loop_flops = next((v["flops"] for k, v in infos.items() if k.endswith("python loop") and v.get("flops")), None)
     impls = {}
     for k in fns:
@@ -419,8 +461,6 @@ def run_row(spec: dict) -> dict:
 
 def run_row_subprocess(spec: dict) -> dict:
     env = dict(os.environ, **spec.get("env", {}))
-    if spec.get("xla_flags"):
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + spec["xla_flags"]).strip()
     proc = subprocess.run([sys.executable, "-m", "experiments.benchmarks.run", "--_row", json.dumps(spec)],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     for line in proc.stdout.splitlines():
@@ -462,25 +502,26 @@ def finish(rows: list[dict], peak: float | None) -> None:
     for row in rows:
         if row["kind"] == "peak":
             continue
-        torch_s = row["impls"].get("torch", row["impls"].get("torch python loop", {})).get("median_s")
+        torch = row["impls"].get("torch", row["impls"].get("torch python loop"))
         for v in row["impls"].values():
             if v.get("flops"):
                 v["gflops_per_s"] = v["flops"] / v["median_s"] / 1e9
                 v["fraction_of_peak"] = v["gflops_per_s"] / peak if peak else None
-            v["speedup_vs_torch"] = torch_s / v["median_s"] if torch_s else None
+            v["speedup_vs_torch"] = paired_speedup(torch, v) if torch else None
         if row["kind"].startswith("langevin"):
-            for v in row["impls"].values():
-                loops = [u for k, u in row["impls"].items() if k.endswith("python loop") and not k.startswith("torch")]
-                v["speedup_vs_jax_python_loop"] = loops[0]["median_s"] / v["median_s"] if loops else None
+            for k, v in row["impls"].items():  # a scan against the Python loop of the same jax variant
+                loop = row["impls"].get(k.replace(" lax.scan", " python loop")) if k.endswith(" lax.scan") else None
+                v["speedup_vs_jax_python_loop"] = paired_speedup(loop, v) if loop else None
 
 
 def table(result: dict) -> str:
     lines = [f"# dsm_jax benchmarks ({result['mode']}), {result['machine'].get('cpu_model')}, "
              f"{result['machine']['cpus_usable']} cores, jax {result['machine']['jax']}, torch {result['machine'].get('torch')}",
              f"measured matmul peak: {result['peak_gflops_per_s'] or float('nan'):.1f} GFLOP/s; "
-             f"load average {result['loadavg_start'][0]:.2f} at start, {result['loadavg_end'][0]:.2f} at end"
-             + (" (BUSY MACHINE: torch's OpenMP threads stall behind other processes; rerun idle)"
-                if max(result['loadavg_start'][0], result['loadavg_end'][0]) > 0.5 else ""),
+             f"load average {result['loadavg_start'][0]:.2f} at start (1 min), {result['loadavg_end'][0]:.2f} at end "
+             f"(includes this run)"
+             + (" (BUSY MACHINE at start: torch's OpenMP threads stall behind other processes; rerun idle)"
+                if result['loadavg_start'][0] > 0.5 else ""),
              "", "| row | implementation | median | min | throughput | vs torch | GFLOP/s | % peak | compile s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -489,6 +530,8 @@ def table(result: dict) -> str:
                 thr = f"{v['gflops_per_s']:.1f} GFLOP/s"
             elif row["kind"].startswith("langevin"):
                 thr = f"{v['chain_steps_per_s']:,.0f} chain-steps/s"
+                if v.get("speedup_vs_jax_python_loop"):
+                    thr += f" ({v['speedup_vs_jax_python_loop']:.2f}× its loop)"
             else:
                 thr = f"{row['items_per_call'] / v['median_s']:,.0f} examples/s"
             fmt = lambda a, f="{:.2f}": "–" if a is None else f.format(a)  # noqa: E731
@@ -534,8 +577,8 @@ def main(argv=None) -> dict:
         print(f"[bench] {spec['name']} ...", flush=True)
         if args.in_process:
             old = os.environ.get("XLA_FLAGS")
-            if spec.get("xla_flags") or spec.get("env"):
-                print(f"[bench] {spec['name']}: --in-process cannot set its XLA_FLAGS/env; skipped", flush=True)
+            if spec.get("env"):
+                print(f"[bench] {spec['name']}: --in-process cannot set its environment; skipped", flush=True)
                 continue
             rows.append(run_row(spec))
             assert os.environ.get("XLA_FLAGS") == old
