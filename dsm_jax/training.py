@@ -84,8 +84,7 @@ def make_train_step(loss_fn, optimizer, data_fn: Callable | None = None, ema_dec
 
 def _all_finite(tree) -> jax.Array:
     """True when every float leaf of ``tree`` is finite (PRNG keys and integers ignored)."""
-    checks = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-              if not _is_prng_key(leaf) and jnp.issubdtype(_dtype(leaf), jnp.inexact)]
+    checks = [jnp.all(jnp.isfinite(leaf)) for _, leaf in _float_leaves(tree)]
     return jnp.all(jnp.stack(checks)) if checks else jnp.asarray(True)
 
 
@@ -165,6 +164,12 @@ def _dtype(leaf):
 
 def _is_prng_key(leaf) -> bool:
     return jax.dtypes.issubdtype(_dtype(leaf), jax.dtypes.prng_key)
+
+
+def _float_leaves(tree) -> list:
+    """``(path, leaf)`` of the floating-point leaves: what can hold a NaN (PRNG keys and
+    integers left out)."""
+    return [(p, x) for p, x in _named_leaves(tree) if not _is_prng_key(x) and jnp.issubdtype(_dtype(x), jnp.inexact)]
 
 
 def state_layout(tree) -> list:
@@ -364,7 +369,7 @@ def _finite_leaves(leaves):
 
 def nonfinite_leaves(tree) -> list[str]:
     """Paths of the float leaves of ``tree`` holding a NaN or an infinity (one dispatch)."""
-    named = [(p, x) for p, x in _named_leaves(tree) if not _is_prng_key(x) and jnp.issubdtype(_dtype(x), jnp.inexact)]
+    named = _float_leaves(tree)
     if not named:
         return []
     finite = np.asarray(_finite_leaves([x for _, x in named]))

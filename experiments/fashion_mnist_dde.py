@@ -246,16 +246,6 @@ def with_loss_alias(step):
     return aliased
 
 
-def latest_checkpoint(directory: str):
-    """The latest saved step in ``directory``, or None."""
-    if not os.path.isdir(directory):
-        return None
-    ckpt = dj.Checkpoints(directory)
-    step = ckpt.manager.latest_step()
-    ckpt.close()
-    return step
-
-
 def train(cfg, x_train, out, progress):
     """E_p then E_q warm-ups (skipped when resuming), then the DDE loop through ``fit`` with real batches
     from a :class:`data.BatchIterator` (its position is checkpointed). Returns the final
@@ -268,16 +258,17 @@ def train(cfg, x_train, out, progress):
     ckpt_dir = os.path.join(out, "checkpoints")
     t0 = time.perf_counter()
     batches = data.BatchIterator(x_train, cfg.batch_size, seed=cfg.seed, prefetch=2)
-    resuming = latest_checkpoint(ckpt_dir) is not None
+    resuming = training.latest_step(ckpt_dir) is not None
+    options = dj.compiler_options(cfg.ynn_fusions)
     if cfg.p_warmup_steps and not resuming:
         warmup = dj.make_p_warmup_step(energy_fn, cfg.sigma_start, energy_opt)
         state, _ = dj.fit(warmup, state, cfg.p_warmup_steps, steps_per_call=cfg.steps_per_call, batches=batches,
-                          compiler_options=dj.compiler_options(cfg.ynn_fusions),
+                          compiler_options=options,
                           desc="E_p warm-up", progress=progress)
     if cfg.q_warmup_steps and not resuming:
         warmup = dj.make_q_warmup_step(energy_fn, generator_fn, cfg.sigma_start, latent_fn, energy_opt)
         state, _ = dj.fit(warmup, state, cfg.q_warmup_steps, steps_per_call=cfg.steps_per_call,
-                          compiler_options=dj.compiler_options(cfg.ynn_fusions),
+                          compiler_options=options,
                           desc="E_q warm-up", progress=progress)
     step = with_loss_alias(dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
                                             gen_every=cfg.gen_every))
@@ -300,7 +291,7 @@ def train(cfg, x_train, out, progress):
             step, state, cfg.steps, steps_per_call=cfg.steps_per_call, batches=batches, desc="dde train",
             progress=progress, log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=ckpt_dir,
             checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, callback=save_grid,
-            fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED), compiler_options=dj.compiler_options(cfg.ynn_fusions),
+            fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED), compiler_options=options,
         )
     finally:
         batches.close()

@@ -79,13 +79,13 @@ MODES = {
         mlp=dict(depth=25, width=32, batch=2048), mlp_repeats=30,
         resnet=dict(width=64, n_stages=3, blocks_per_stage=2, image=32), resnet_batches=(128, 64), resnet_repeats=5,
         langevin_mlp=dict(chains=10_000, steps=200), langevin_resnet=dict(chains=256, steps=3), langevin_repeats=3,
-        peak_sizes=(2048, 4096), peak_repeats=5,
+        peak_sizes=(2048, 4096), peak_repeats=5, block_s=0.25,
     ),
     "quick": dict(
         mlp=dict(depth=25, width=32, batch=2048), mlp_repeats=10,
         resnet=dict(width=64, n_stages=3, blocks_per_stage=2, image=32), resnet_batches=(32,), resnet_repeats=3,
         langevin_mlp=dict(chains=10_000, steps=30), langevin_resnet=dict(chains=32, steps=2), langevin_repeats=3,
-        peak_sizes=(2048,), peak_repeats=5,
+        peak_sizes=(2048,), peak_repeats=5, block_s=0.25,
     ),
     "tiny": dict(
         mlp=dict(depth=3, width=8, batch=64), mlp_repeats=3,
@@ -154,7 +154,7 @@ def peak_rss_growth_mib(fn):
     return out, (None if base is None or peak is None else (peak - base) / 1024.0)
 
 
-def interleaved(fns: dict, rounds: int, block_s: float = 0.25, settle_s: float = 0.5) -> dict:
+def interleaved(fns: dict, rounds: int, block_s: float, settle_s: float = 0.5) -> dict:
     """Time zero-argument callables in alternating blocks: each round runs a block of calls
     of every implementation in turn (≥ ``block_s`` of work per block) and keeps one time per
     call. Calls shorter than ``settle_s`` lose the first call of every block: right after
@@ -244,9 +244,7 @@ def run_peak(spec) -> dict:
         mm, _ = _jax_compile(lambda u, v: u @ v, a, a)
         ta = torch.randn(n, n)
         fns = {f"jax matmul {n}": lambda: mm(a, a).block_until_ready(), f"torch matmul {n}": lambda: torch.mm(ta, ta)}
-        for f in fns.values():
-            f()
-        for k, v in interleaved(fns, m["peak_repeats"], m.get("block_s", 0.25)).items():
+        for k, v in interleaved(fns, m["peak_repeats"], m["block_s"]).items():  # its sizing call warms up
             v["flops"] = 2.0 * n**3
             impls[k] = v
     for v in impls.values():
@@ -359,7 +357,7 @@ def run_train(spec) -> dict:
         fns[name], infos[name] = call, info
     infos["torch"] = _first_call(lambda: t_step(tx))
     fns["torch"] = lambda: t_step(tx)
-    timings = interleaved(fns, repeats, m.get("block_s", 0.25))
+    timings = interleaved(fns, repeats, m["block_s"])
     flops = next(v["flops"] for v in infos.values() if v.get("flops"))
     impls = {k: dict(infos[k], **timings[k], flops=flops) for k in fns}
     check = check_first_step(spec["kind"], params, x, cfg)
@@ -432,7 +430,7 @@ def run_langevin(spec) -> dict:
 
     infos["torch python loop"] = _first_call(torch_call)
     fns["torch python loop"] = torch_call
-    timings = interleaved(fns, m["langevin_repeats"], m.get("block_s", 0.25))
+    timings = interleaved(fns, m["langevin_repeats"], m["block_s"])
     loop_flops = next((v["flops"] for k, v in infos.items() if k.endswith("python loop") and v.get("flops")), None)
     impls = {}
     for k in fns:
@@ -576,12 +574,10 @@ def main(argv=None) -> dict:
     for spec in specs:
         print(f"[bench] {spec['name']} ...", flush=True)
         if args.in_process:
-            old = os.environ.get("XLA_FLAGS")
             if spec.get("env"):
                 print(f"[bench] {spec['name']}: --in-process cannot set its environment; skipped", flush=True)
                 continue
             rows.append(run_row(spec))
-            assert os.environ.get("XLA_FLAGS") == old
         else:
             rows.append(run_row_subprocess(spec))
     peak = next((r["peak_gflops_per_s"] for r in rows if r["kind"] == "peak"), None)
