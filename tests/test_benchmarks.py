@@ -184,10 +184,22 @@ def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
         on_disk = json.load(f)
     assert on_disk["mode"] == "tiny"
     # --in-process cannot set a row's environment, so the hugetlb rows are skipped there.
-    _check_result(on_disk, ["peak", "train_mlp", "train_resnet_b4", "langevin_mlp", "langevin_resnet"])
+    _check_result(on_disk, ["peak", "train_mlp", "train_resnet_b4", "conv_ops_b4", "langevin_mlp", "langevin_resnet"])
     assert {r["name"] for r in on_disk["rows"] if "check" in r} == {"train_mlp", "train_resnet_b4"}
     assert set(on_disk["rows"][1]["impls"]) == {"jax", "jax ynn-off", "torch"}
-    langevin = on_disk["rows"][3]["impls"]
+    conv = on_disk["rows"][3]
+    # Every convolution of the tiny ResNet (stem, 3x3 and 1x1 shortcut), three ops each, both frameworks.
+    shapes = run.resnet_conv_shapes({k: run.MODES["tiny"]["resnet"][k] for k in ("width", "n_stages", "blocks_per_stage")},
+                                    run.MODES["tiny"]["resnet"]["image"])
+    assert sum(shapes.values()) == 4 and len(conv["impls"]) == 2 * 3 * len(shapes)
+    assert max(e for sh in conv["sizes"]["shapes"] for e in sh["rel_err"].values()) < 1e-5
+    jax_fwd = next(k for k, v in conv["impls"].items() if v["framework"] == "jax ynn-off" and v["op"] == "fwd")
+    pair = zip(conv["impls"][jax_fwd.replace("jax ynn-off", "torch")]["rounds_s"], conv["impls"][jax_fwd]["rounds_s"])
+    assert conv["impls"][jax_fwd]["speedup_vs_torch"] == pytest.approx(float(np.median([t / j for t, j in pair])))
+    totals = conv["totals"]["all"]
+    assert totals["jax_s"] == pytest.approx(sum(conv["totals"][op]["jax_s"] for op in run.CONV_OPS))
+    assert totals["speedup_vs_torch"] == pytest.approx(totals["torch_s"] / totals["jax_s"])
+    langevin = on_disk["rows"][4]["impls"]
     assert set(langevin) == {f"jax{v} {how}" for v in ("", " ynn-off") for how in ("lax.scan", "python loop")} | {
         "torch python loop"}
     loop_ratio = langevin["jax lax.scan"]["speedup_vs_jax_python_loop"]
@@ -197,6 +209,7 @@ def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
     assert result["rows"][2]["sizes"]["batch"] == 4
     out = capsys.readouterr().out
     assert "| train_resnet_b4 | jax[canonical] ynn-off |" in out and "its loop)" in out and "benchmarks.json" in out
+    assert "conv_ops_b4: Σ count × time" in out
 
 
 def test_benchmark_rows_run_in_subprocesses_with_their_environment(tmp_path):
@@ -206,7 +219,9 @@ def test_benchmark_rows_run_in_subprocesses_with_their_environment(tmp_path):
 
     row = run.run_row_subprocess(dict(name="peak", kind="peak", mode="tiny", env=run.HUGETLB_ENV))
     assert row["env"] == run.HUGETLB_ENV and "GLIBC_TUNABLES" not in os.environ
-    assert row["peak_gflops_per_s"] > 0 and set(row["impls"]) == {"jax matmul 128", "torch matmul 128"}
+    conv = "conv 3x3 4x4 16->16 batch 2"
+    assert row["peak_gflops_per_s"] > 0 and set(row["impls"]) == {
+        "jax matmul 128", "torch matmul 128", f"jax ynn-off {conv}", f"torch {conv}"}
     specs = run.row_specs("full")
     assert {s["name"] for s in specs if s.get("env")} == {"langevin_mlp_hugetlb", "train_resnet_b128_hugetlb"}
     with pytest.raises(SystemExit, match="unknown"):

@@ -19,13 +19,19 @@ which no interleaving evens out; the table flags a machine that was busy at the 
 
 Rows:
 
-* ``peak``: float32 matmul FLOP/s (jax.jit and torch, n = 2048 and 4096); the best of them
-  is the machine's measured matmul peak, the denominator of every ``% peak``.
+* ``peak``: float32 FLOP/s of matmuls (jax.jit and torch, n = 2048 and 4096) and of one
+  3×3 convolution (8×8, 512 channels, batch 32; ``CanonicalConv`` ynn-off and torch); the
+  best of them is the machine's measured peak, the denominator of every ``% peak``
+  (oneDNN's direct convolution outruns both libraries' matmuls on this CPU).
 * ``train_mlp``: one DSM training step (forward, input gradient, parameter gradient, Adam)
   of the DDE toy MLP (25 × 32 softplus, batch 2048, 2-D).
 * ``train_resnet_b{B}``: one MDSM training step of MDSM's Fashion-MNIST ResNet
   (``RESNET_CONFIGS["fashion_mnist"]``: 6 residual blocks, stem width 64, 32×32×1, batch B),
   dsm_jax with ``CanonicalConv`` and with ``nn.Conv``.
+* ``conv_ops_b{B}``: every convolution of that ResNet on its own (shapes read off the module,
+  ``(xN)`` = how often it occurs): forward, input gradient and kernel gradient of
+  ``CanonicalConv`` (its custom VJPs) against PyTorch's ``conv2d`` / ``convolution_backward``,
+  plus their count-weighted sums: the convolutions' share of the training-step gap.
 * Every jax implementation named ``... ynn-off`` is compiled with
   ``dsm_jax.compiler_options(ynn_fusions=False)`` (XLA:CPU's own dot/convolution emitters
   instead of its YNNPACK library fusions, per computation); the others with XLA's defaults.
@@ -79,19 +85,19 @@ MODES = {
         mlp=dict(depth=25, width=32, batch=2048), mlp_repeats=30,
         resnet=dict(width=64, n_stages=3, blocks_per_stage=2, image=32), resnet_batches=(128, 64), resnet_repeats=5,
         langevin_mlp=dict(chains=10_000, steps=200), langevin_resnet=dict(chains=256, steps=3), langevin_repeats=3,
-        peak_sizes=(2048, 4096), peak_repeats=5, block_s=0.25,
+        peak_sizes=(2048, 4096), peak_conv=(32, 8, 512), peak_repeats=5, block_s=0.25,
     ),
     "quick": dict(
         mlp=dict(depth=25, width=32, batch=2048), mlp_repeats=10,
         resnet=dict(width=64, n_stages=3, blocks_per_stage=2, image=32), resnet_batches=(32,), resnet_repeats=3,
         langevin_mlp=dict(chains=10_000, steps=30), langevin_resnet=dict(chains=32, steps=2), langevin_repeats=3,
-        peak_sizes=(2048,), peak_repeats=5, block_s=0.25,
+        peak_sizes=(2048,), peak_conv=(32, 8, 512), peak_repeats=5, block_s=0.25,
     ),
     "tiny": dict(
         mlp=dict(depth=3, width=8, batch=64), mlp_repeats=3,
         resnet=dict(width=4, n_stages=1, blocks_per_stage=1, image=8), resnet_batches=(4,), resnet_repeats=2,
         langevin_mlp=dict(chains=32, steps=2), langevin_resnet=dict(chains=4, steps=2), langevin_repeats=2,
-        peak_sizes=(128,), peak_repeats=2, block_s=0.005,
+        peak_sizes=(128,), peak_conv=(2, 4, 16), peak_repeats=2, block_s=0.005,
         # One torch thread: on a loaded 2-core machine each 2-thread OpenMP region of a tiny op
         # can wait a scheduler time slice (~12 ms measured) for its second thread.
         torch_threads=1,
@@ -112,6 +118,7 @@ def row_specs(mode: str) -> list[dict]:
     b = m["resnet_batches"][0]
     rows.append(dict(name=f"train_resnet_b{b}_hugetlb", kind="train_resnet", batch=b, env=HUGETLB_ENV,
                      impls=("jax[canonical] ynn-off", "torch")))
+    rows.append(dict(name=f"conv_ops_b{b}", kind="conv_ops"))
     rows += [dict(name="langevin_mlp", kind="langevin_mlp"),
              dict(name="langevin_mlp_hugetlb", kind="langevin_mlp", env=HUGETLB_ENV),
              dict(name="langevin_mlp_100chains", kind="langevin_mlp", chains=100),
@@ -234,8 +241,10 @@ def _rel_err(a, b) -> float:
 # ---------------------------------------------------------------------------------------
 def run_peak(spec) -> dict:
     import jax
-    import jax.numpy as jnp
+    import numpy as np
     import torch
+
+    import dsm_jax as dj
 
     m = MODES[spec["mode"]]
     impls = {}
@@ -247,6 +256,20 @@ def run_peak(spec) -> dict:
         for k, v in interleaved(fns, m["peak_repeats"], m["block_s"]).items():  # its sizing call warms up
             v["flops"] = 2.0 * n**3
             impls[k] = v
+    # A 3x3 convolution too: oneDNN's direct convolution (PyTorch) runs faster than either
+    # library's matmul here (measured 260 vs 213 GFLOP/s), so the peak is the best of all.
+    batch, size, ch = m["peak_conv"]
+    x = jax.random.normal(jax.random.key(1), (batch, size, size, ch))
+    kernel = jax.random.normal(jax.random.key(2), (3, 3, ch, ch)) / (3 * ch**0.5)
+    conv, _ = _jax_compile(lambda a, b: dj.nets.canonical_conv(a, b, ((1, 1), (1, 1))), x, kernel, ynn_fusions=False)
+    tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+    tk = torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1).contiguous()
+    label = f"conv 3x3 {size}x{size} {ch}->{ch} batch {batch}"
+    fns = {f"jax ynn-off {label}": lambda: conv(x, kernel).block_until_ready(),
+           f"torch {label}": lambda: torch.nn.functional.conv2d(tx, tk, padding=1)}
+    for k, v in interleaved(fns, m["peak_repeats"], m["block_s"]).items():
+        v["flops"] = 2.0 * batch * size * size * ch * ch * 9
+        impls[k] = v
     for v in impls.values():
         v["gflops_per_s"] = v["flops"] / v["min_s"] / 1e9
     return dict(impls=impls, peak_gflops_per_s=max(v["gflops_per_s"] for v in impls.values()),
@@ -364,6 +387,89 @@ def run_train(spec) -> dict:
     return dict(impls=impls, sizes=cfg, check=check, unit="step", items_per_call=batch)
 
 
+def resnet_conv_shapes(net: dict, image: int) -> dict:
+    """``{(H, W, C_in, C_out, (kh, kw)): count}``: every convolution of ``ResNetEnergy(**net)``
+    on ``image``×``image``×1 inputs, read off the module by intercepting its conv layers."""
+    import collections
+
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    import dsm_jax as dj
+
+    shapes = collections.Counter()
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, dj.nets.CanonicalConv) and context.method_name == "__call__":
+            _, h, w, c = args[0].shape
+            shapes[(h, w, c, context.module.features, tuple(context.module.kernel_size))] += 1
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(dj.ResNetEnergy(**net, conv_impl="canonical").init, jax.random.key(0),
+                       jnp.zeros((1, image, image, 1)))
+    return dict(shapes)
+
+
+CONV_OPS = ("fwd", "dx", "dK")  # forward, input gradient, kernel gradient
+
+
+def run_conv_ops(spec) -> dict:
+    """Each convolution shape of the MDSM ResNet on its own: forward, input gradient and kernel
+    gradient of ``CanonicalConv`` (its custom VJPs, XLA:CPU's Eigen kernels, ynn-off) against
+    PyTorch's ``conv2d`` / ``convolution_backward`` (oneDNN), same data."""
+    import jax
+    import numpy as np
+    import torch
+
+    import dsm_jax as dj
+
+    m = MODES[spec["mode"]]
+    r = m["resnet"]
+    batch = m["resnet_batches"][0]
+    net = {k: r[k] for k in ("width", "n_stages", "blocks_per_stage")}
+    shapes = resnet_conv_shapes(net, r["image"])
+    nchw = lambda a: torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
+    impls, per_shape = {}, []
+    for (h, w, c_in, c_out, k), count in sorted(shapes.items(), key=lambda kv: (-kv[0][0], kv[0][2], kv[0][3], kv[0][4])):
+        keys = jax.random.split(jax.random.key(h * 1000 + c_in), 3)
+        x = jax.random.normal(keys[0], (batch, h, w, c_in))
+        g = jax.random.normal(keys[1], (batch, h, w, c_out))
+        kernel = jax.random.normal(keys[2], (*k, c_in, c_out)) / np.sqrt(k[0] * k[1] * c_in)
+        pads = dj.nets.same_padding(k)
+        conv = lambda x_, k_: dj.nets.canonical_conv(x_, k_, pads)  # noqa: E731
+        jax_ops = {"fwd": lambda x_, k_, g_: conv(x_, k_),
+                   "dx": lambda x_, k_, g_: jax.vjp(lambda a: conv(a, k_), x_)[1](g_)[0],
+                   "dK": lambda x_, k_, g_: jax.vjp(lambda b: conv(x_, b), k_)[1](g_)[0]}
+        tx, tg, tk = nchw(x), nchw(g), torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1).contiguous()
+        t_pad = [k[0] // 2, k[1] // 2]
+
+        def t_backward(mask, tx=tx, tg=tg, tk=tk, t_pad=t_pad):
+            return torch.ops.aten.convolution_backward(tg, tx, tk, None, [1, 1], t_pad, [1, 1], False, [0, 0], 1, mask)
+
+        torch_ops = {"fwd": lambda tx=tx, tk=tk, t_pad=t_pad: torch.nn.functional.conv2d(tx, tk, padding=t_pad),
+                     "dx": lambda: t_backward([True, False, False])[0],
+                     "dK": lambda: t_backward([False, True, False])[1]}
+        label = f"{h}x{w} {c_in}->{c_out} {k[0]}x{k[1]} (x{count})"
+        flops = 2.0 * batch * h * w * c_in * c_out * k[0] * k[1]
+        fns, infos, errs = {}, {}, {}
+        for op in CONV_OPS:
+            compiled, info = _jax_compile(jax_ops[op], x, kernel, g, ynn_fusions=False)
+            out = np.asarray(compiled(x, kernel, g))
+            t_out = torch_ops[op]().numpy()
+            t_out = t_out.transpose(2, 3, 1, 0) if op == "dK" else t_out.transpose(0, 2, 3, 1)
+            errs[op] = _rel_err(out, t_out)
+            fns[f"jax ynn-off {op} {label}"] = lambda compiled=compiled: compiled(x, kernel, g).block_until_ready()
+            infos[f"jax ynn-off {op} {label}"] = dict(info, op=op, framework="jax ynn-off")
+            fns[f"torch {op} {label}"], infos[f"torch {op} {label}"] = torch_ops[op], dict(op=op, framework="torch")
+        timings = interleaved(fns, m["resnet_repeats"], m["block_s"])
+        for name in fns:
+            impls[name] = dict(infos[name], **timings[name], flops=flops, count=count)
+        per_shape.append(dict(h=h, w=w, c_in=c_in, c_out=c_out, kernel=list(k), count=count, rel_err=errs))
+    return dict(impls=impls, sizes=dict(r, batch=batch, shapes=per_shape), unit="call", items_per_call=batch)
+
+
 def run_langevin(spec) -> dict:
     import jax
     import numpy as np
@@ -440,7 +546,7 @@ def run_langevin(spec) -> dict:
     return dict(impls=impls, sizes=cfg, unit="chain", items_per_call=cfg["chains"] * n_steps)
 
 
-RUNNERS = {"peak": run_peak, "train_mlp": run_train, "train_resnet": run_train,
+RUNNERS = {"peak": run_peak, "train_mlp": run_train, "train_resnet": run_train, "conv_ops": run_conv_ops,
            "langevin_mlp": run_langevin, "langevin_resnet": run_langevin}
 
 
@@ -501,21 +607,36 @@ def finish(rows: list[dict], peak: float | None) -> None:
         if row["kind"] == "peak":
             continue
         torch = row["impls"].get("torch", row["impls"].get("torch python loop"))
-        for v in row["impls"].values():
+        for name, v in row["impls"].items():
             if v.get("flops"):
                 v["gflops_per_s"] = v["flops"] / v["median_s"] / 1e9
                 v["fraction_of_peak"] = v["gflops_per_s"] / peak if peak else None
+            if row["kind"] == "conv_ops":  # each op against torch's same op and shape
+                torch = row["impls"][name.replace(v["framework"], "torch", 1)]
             v["speedup_vs_torch"] = paired_speedup(torch, v) if torch else None
+        if row["kind"] == "conv_ops":
+            row["totals"] = conv_totals(row)
         if row["kind"].startswith("langevin"):
             for k, v in row["impls"].items():  # a scan against the Python loop of the same jax variant
                 loop = row["impls"].get(k.replace(" lax.scan", " python loop")) if k.endswith(" lax.scan") else None
                 v["speedup_vs_jax_python_loop"] = paired_speedup(loop, v) if loop else None
 
 
+def conv_totals(row: dict) -> dict:
+    """Per op and over all three: Σ count × median time of the network's convolutions, jax
+    and torch, and torch/jax (the convolutions' share of a ResNet training step)."""
+    out = {}
+    for op in CONV_OPS + ("all",):
+        sums = {fw: sum(v["count"] * v["median_s"] for v in row["impls"].values()
+                        if v["framework"] == fw and op in ("all", v["op"])) for fw in ("jax ynn-off", "torch")}
+        out[op] = dict(jax_s=sums["jax ynn-off"], torch_s=sums["torch"], speedup_vs_torch=sums["torch"] / sums["jax ynn-off"])
+    return out
+
+
 def table(result: dict) -> str:
     lines = [f"# dsm_jax benchmarks ({result['mode']}), {result['machine'].get('cpu_model')}, "
              f"{result['machine']['cpus_usable']} cores, jax {result['machine']['jax']}, torch {result['machine'].get('torch')}",
-             f"measured matmul peak: {result['peak_gflops_per_s'] or float('nan'):.1f} GFLOP/s; "
+             f"measured peak (best matmul or 3x3 convolution): {result['peak_gflops_per_s'] or float('nan'):.1f} GFLOP/s; "
              f"load average {result['loadavg_start'][0]:.2f} at start (1 min), {result['loadavg_end'][0]:.2f} at end "
              f"(includes this run)"
              + (" (BUSY MACHINE at start: torch's OpenMP threads stall behind other processes; rerun idle)"
@@ -539,6 +660,13 @@ def table(result: dict) -> str:
                 f"{fmt(None if v.get('fraction_of_peak') is None else 100 * v['fraction_of_peak'], '{:.0f}')} | "
                 f"{fmt(v.get('compile_s'), '{:.1f}')} | {fmt(v.get('peak_rss_mib'), '{:.0f}')} |")
     checks = [(r["name"], r["check"]) for r in result["rows"] if "check" in r]
+    for r in result["rows"]:
+        if "totals" in r:
+            t = r["totals"]
+            lines += ["", f"{r['name']}: Σ count × time over the network's convolutions, jax / torch: " + ", ".join(
+                f"{op} {t[op]['jax_s'] * 1e3:.0f} / {t[op]['torch_s'] * 1e3:.0f} ms ({t[op]['speedup_vs_torch']:.2f}×)"
+                for op in (*CONV_OPS, "all")) + "; max rel. difference to torch "
+                + f"{max(e for sh in r['sizes']['shapes'] for e in sh['rel_err'].values()):.1e}"]
     if checks:
         lines.append("")
         for name, c in checks:
