@@ -99,13 +99,15 @@ def _num(v) -> bool:
 
 
 def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), nonnegative=(),
-                 unit_interval=(), open_unit=(), ordered=(), choices=None, subsets=None) -> None:
+                 unit_interval=(), open_unit=(), ordered=(), within_limit=(), choices=None,
+                 subsets=None) -> None:
     """Validate fields of an experiment config; the first violation raises ``ValueError``
     naming the field, its value and a ``--set`` that fixes it.
 
     ``positive_int``/``nonnegative_int``: ints > 0 / >= 0; ``positive``/``nonnegative``:
     finite numbers > 0 / >= 0; ``unit_interval``: in (0, 1]; ``open_unit``: in [0, 1);
-    ``ordered``: pairs ``(lo, hi)`` that must satisfy ``lo <= hi``; ``choices``:
+    ``ordered``: pairs ``(lo, hi)`` that must satisfy ``lo <= hi``; ``within_limit``: pairs
+    ``(n, limit)`` with ``n <= limit`` unless ``limit`` is 0 (no limit); ``choices``:
     ``{field: allowed}``; ``subsets``: ``{field: allowed}`` for tuple fields.
     """
     def fail(name, need, example):
@@ -135,6 +137,11 @@ def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), no
         if a > b:
             raise ValueError(f"config field `{lo}` ({a}) must be <= `{hi}` ({b}); swap them "
                              f"(--set {lo}={b} --set {hi}={a}) or change one.")
+    for name, limit in within_limit:
+        n, cap = getattr(config, name), getattr(config, limit)
+        if cap and n > cap:
+            raise ValueError(f"`{name}` ({n}) exceeds `{limit}` ({cap}); fix it with --set {name}={cap} "
+                             f"or --set {limit}=0 (no limit).")
     for name, allowed in (choices or {}).items():
         if getattr(config, name) not in allowed:
             fail(name, f"one of {tuple(allowed)}", tuple(allowed)[0])

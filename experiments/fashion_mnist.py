@@ -100,15 +100,13 @@ class FashionConfig:
             positive=("lr", "final_lr", "sigma_min", "sigma_max", "sigma0", "t_high", "step_size", "init_std"),
             open_unit=("b1", "b2", "ema_decay"),
             ordered=(("sigma_min", "sigma_max"),),
+            within_limit=(("batch_size", "train_limit"),),
             choices={"train_conv": nets.CONV_IMPLS, "sample_conv": nets.CONV_IMPLS},
             subsets={"inpaint_masks": inpainting.MASK_KINDS},
         )
         if self.n_constant + self.n_exponential + self.n_linear < 1:
             raise ValueError("The annealed Langevin chain has no steps: set one of n_constant, n_exponential, "
                              "n_linear > 0 (e.g. --set n_exponential=450).")
-        if self.train_limit and self.batch_size > self.train_limit:
-            raise ValueError(f"`batch_size` ({self.batch_size}) exceeds `train_limit` ({self.train_limit}) "
-                             f"training images; lower batch_size or raise train_limit.")
 
 
 # Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a

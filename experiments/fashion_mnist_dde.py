@@ -136,11 +136,9 @@ class DDEFashionConfig:
                       "density_t_high", "density_init_std"),
             open_unit=("b1", "b2", "gen_b1", "gen_b2"),
             unit_interval=("anneal_frac",),
+            within_limit=(("batch_size", "train_limit"),),
             choices={"arch": ARCHS, "conv_impl": nets.CONV_IMPLS, "activation": tuple(sorted(nets.ACTIVATIONS))},
         )
-        if self.train_limit and self.batch_size > self.train_limit:
-            raise ValueError(f"`batch_size` ({self.batch_size}) exceeds `train_limit` ({self.train_limit}) "
-                             f"training images; lower batch_size or raise train_limit.")
 
 
 # Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a

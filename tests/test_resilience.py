@@ -318,11 +318,21 @@ def test_check_images_refuses_bad_data_naming_the_fix():
     (fashion_mnist, fashion_mnist.FashionConfig, ["train_limit=10"], r"`batch_size` \(16\) exceeds `train_limit`"),
     (fashion_mnist_dde, fashion_mnist_dde.DDEFashionConfig, ["arch=mlp"], r"`arch` must be one of \('densenet'"),
     (fashion_mnist_dde, fashion_mnist_dde.DDEFashionConfig, ["steps=0"], r"`steps` must be an int >= 1"),
+    (fashion_mnist_dde, fashion_mnist_dde.DDEFashionConfig, ["train_limit=10"],
+     r"`batch_size` \(16\) exceeds `train_limit` \(10\); fix it with --set batch_size=10 or --set train_limit=0"),
 ])
 def test_inconsistent_config_is_refused_by_parse_args(module, base, overrides, message):
     argv = ["--preset", "smoke", *[a for o in overrides for a in ("--set", o)]]
     with pytest.raises(ValueError, match=message):
         config.parse_args(base(), module.PRESETS, "", argv)
+
+
+@pytest.mark.parametrize("module, base", [(fashion_mnist, fashion_mnist.FashionConfig),
+                                          (fashion_mnist_dde, fashion_mnist_dde.DDEFashionConfig)])
+def test_train_limit_zero_means_no_limit_on_the_batch(module, base):
+    cfg, _ = config.parse_args(base(), module.PRESETS, "", ["--preset", "smoke", "--set", "train_limit=0",
+                                                             "--set", "batch_size=100000"])
+    assert (cfg.train_limit, cfg.batch_size) == (0, 100000)
 
 
 @pytest.mark.parametrize("module, base", [(toy2d, toy2d.ToyConfig), (fashion_mnist, fashion_mnist.FashionConfig),
