@@ -91,7 +91,29 @@ def same_padding(kernel_size) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)
 
 
-class MatmulConv(nn.Module):
+class _SameConv(nn.Module):
+    """A stride-1 'SAME' convolution with ``nn.Conv(features, kernel_size)``'s parameters
+    (``kernel`` (kh, kw, c_in, c_out), ``bias``), so the implementations below are
+    interchangeable on the same parameters; a subclass says how to correlate."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
+        y = self._correlate(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+    def _correlate(self, x, kernel):
+        raise NotImplementedError
+
+
+class MatmulConv(_SameConv):
     """A stride-1 'SAME' convolution written as shifted slices + one matmul (im2col).
 
     Same parameters (``kernel`` (kh, kw, c_in, c_out), ``bias``) and same result as
@@ -102,24 +124,14 @@ class MatmulConv(nn.Module):
     have no such cliff, and their gradients are again slices, pads and dots.
     """
 
-    features: int
-    kernel_size: tuple[int, int] = (3, 3)
-    use_bias: bool = True
-
-    @nn.compact
-    def __call__(self, x):
-        kh, kw = self.kernel_size
-        c_in = x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, c_in, self.features))
+    def _correlate(self, x, kernel):
+        kh, kw, c_in, _ = kernel.shape
         h, w = x.shape[1:3]
         padded = jnp.pad(x, ((0, 0), *same_padding(self.kernel_size), (0, 0)))
         patches = jnp.concatenate(
             [padded[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1
         )
-        y = patches @ kernel.reshape(kh * kw * c_in, self.features)
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return y
+        return patches @ kernel.reshape(kh * kw * c_in, self.features)
 
 
 # ---------------------------------------------------------------------------------------
@@ -193,24 +205,14 @@ def _conv_kernel_grad_bwd(pads, kernel_hw, res, dk):
 _conv_kernel_grad.defvjp(_conv_kernel_grad_fwd, _conv_kernel_grad_bwd)
 
 
-class CanonicalConv(nn.Module):
+class CanonicalConv(_SameConv):
     """A stride-1 'SAME' convolution, same parameters and result as ``nn.Conv(features,
     kernel_size)``, whose gradients of every order are canonical convolutions
     (:func:`canonical_conv`): XLA:CPU's fast path inside ``lax.scan``/``while`` bodies as well
     as outside. Reverse mode only (custom VJPs: ``jax.jvp`` through it raises)."""
 
-    features: int
-    kernel_size: tuple[int, int] = (3, 3)
-    use_bias: bool = True
-
-    @nn.compact
-    def __call__(self, x):
-        kh, kw = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features))
-        y = canonical_conv(x, kernel, same_padding(self.kernel_size))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return y
+    def _correlate(self, x, kernel):
+        return canonical_conv(x, kernel, same_padding(self.kernel_size))
 
 
 CONV_IMPLS = ("xla", "matmul", "canonical")

@@ -241,10 +241,10 @@ def _rel_err(a, b) -> float:
 # ---------------------------------------------------------------------------------------
 def run_peak(spec) -> dict:
     import jax
-    import numpy as np
     import torch
 
     import dsm_jax as dj
+    from experiments.benchmarks import torch_impl as ti
 
     m = MODES[spec["mode"]]
     impls = {}
@@ -262,8 +262,7 @@ def run_peak(spec) -> dict:
     x = jax.random.normal(jax.random.key(1), (batch, size, size, ch))
     kernel = jax.random.normal(jax.random.key(2), (3, 3, ch, ch)) / (3 * ch**0.5)
     conv, _ = _jax_compile(lambda a, b: dj.nets.canonical_conv(a, b, ((1, 1), (1, 1))), x, kernel, ynn_fusions=False)
-    tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
-    tk = torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1).contiguous()
+    tx, tk = ti.nchw(x), ti.oihw(kernel)
     label = f"conv 3x3 {size}x{size} {ch}->{ch} batch {batch}"
     fns = {f"jax ynn-off {label}": lambda: conv(x, kernel).block_until_ready(),
            f"torch {label}": lambda: torch.nn.functional.conv2d(tx, tk, padding=1)}
@@ -310,8 +309,7 @@ def check_first_step(kind: str, params, x, module_cfg: dict, conv_impl: str = "c
         to_torch = lambda p: ti.resnet_from_flax(p, **cfg, image_size=module_cfg["image"])  # noqa: E731
         model = to_torch(params)
         sigmas, noise = jax.jit(_mdsm_noise, static_argnums=1)(key, x.shape)
-        nchw = lambda a: torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
-        t_loss = ti.mdsm_loss(model, nchw(x), torch.from_numpy(np.array(sigmas)), nchw(noise), MDSM_SIGMA0)
+        t_loss = ti.mdsm_loss(model, ti.nchw(x), torch.from_numpy(np.array(sigmas)), ti.nchw(noise), MDSM_SIGMA0)
     t_loss.backward()
     # The jax gradients carried into torch's layout by the same weight converter.
     ref = dict(to_torch(jax.tree.map(np.asarray, grads)).named_parameters())
@@ -361,7 +359,7 @@ def run_train(spec) -> dict:
             for impl, ynn in m.get("resnet_impls", (("canonical", False), ("canonical", True), ("xla", True)))}
         t_model = ti.resnet_from_flax(params, **net, image_size=cfg["image"])
         t_step = ti.make_mdsm_step(t_model, ti.adam(t_model, 1e-4, 0.9, 0.95), *MDSM_SIGMAS, MDSM_SIGMA0)
-        tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous()
+        tx = ti.nchw(x)
         repeats = m["resnet_repeats"]
         cfg = dict(cfg, batch=batch)
     wanted = spec.get("impls")
@@ -424,13 +422,13 @@ def run_conv_ops(spec) -> dict:
     import torch
 
     import dsm_jax as dj
+    from experiments.benchmarks import torch_impl as ti
 
     m = MODES[spec["mode"]]
     r = m["resnet"]
     batch = m["resnet_batches"][0]
     net = {k: r[k] for k in ("width", "n_stages", "blocks_per_stage")}
     shapes = resnet_conv_shapes(net, r["image"])
-    nchw = lambda a: torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous()  # noqa: E731
     impls, per_shape = {}, []
     for (h, w, c_in, c_out, k), count in sorted(shapes.items(), key=lambda kv: (-kv[0][0], kv[0][2], kv[0][3], kv[0][4])):
         keys = jax.random.split(jax.random.key(h * 1000 + c_in), 3)
@@ -442,7 +440,7 @@ def run_conv_ops(spec) -> dict:
         jax_ops = {"fwd": lambda x_, k_, g_: conv(x_, k_),
                    "dx": lambda x_, k_, g_: jax.vjp(lambda a: conv(a, k_), x_)[1](g_)[0],
                    "dK": lambda x_, k_, g_: jax.vjp(lambda b: conv(x_, b), k_)[1](g_)[0]}
-        tx, tg, tk = nchw(x), nchw(g), torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1).contiguous()
+        tx, tg, tk = ti.nchw(x), ti.nchw(g), ti.oihw(kernel)
         t_pad = [k[0] // 2, k[1] // 2]
 
         def t_backward(mask, tx=tx, tg=tg, tk=tk, t_pad=t_pad):
@@ -503,7 +501,7 @@ def run_langevin(spec) -> dict:
         variants = {_jax_name(impl, ynn): (dj.ResNetEnergy(**net, conv_impl=impl), ynn, loop)
                     for impl, ynn, loop in impls}
         t_model = ti.resnet_from_flax(params, **net, image_size=r["image"])
-        tx0 = torch.from_numpy(np.array(x0)).permute(0, 3, 1, 2).contiguous()
+        tx0 = ti.nchw(x0)
     n_steps = cfg["steps"]
     fns, infos = {}, {}
     for name, (module, ynn, with_loop) in variants.items():

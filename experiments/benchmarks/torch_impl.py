@@ -23,6 +23,16 @@ def _t(a) -> torch.Tensor:
     return torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
 
 
+def nchw(images) -> torch.Tensor:
+    """jax/flax NHWC images (or feature maps) as a contiguous NCHW tensor."""
+    return _t(images).permute(0, 3, 1, 2).contiguous()
+
+
+def oihw(kernel) -> torch.Tensor:
+    """A flax HWIO convolution kernel as torch's OIHW weight."""
+    return _t(kernel).permute(3, 2, 0, 1).contiguous()
+
+
 # ---------------------------------------------------------------------------------------
 # DDE toy MLP: depth × Dense(width) + act, then Dense(1).
 # ---------------------------------------------------------------------------------------
@@ -97,7 +107,7 @@ class ResNetEnergy(nn.Module):
 
 
 def _copy_conv(conv: nn.Conv2d, p) -> None:
-    conv.weight.copy_(_t(p["kernel"]).permute(3, 2, 0, 1))
+    conv.weight.copy_(oihw(p["kernel"]))
     if conv.bias is not None:
         conv.bias.copy_(_t(p["bias"]))
 
