@@ -2,10 +2,18 @@
 
 Each step, following the paper's code:
 1. E_p takes a DSM step on a real batch (optional: it may be pre-trained and frozen);
-2. fresh latents z give generator samples G(z); E_q (warm-started, never re-initialised)
-   takes a DSM step on them, so it tracks the current q̂;
+2. fresh latents z give generator samples G(z); E_q (never re-initialised) takes a DSM step
+   on them, so it tracks the current q̂;
 3. every ``gen_every`` steps the generator takes a step on the KL surrogate
    E_p(G(z)+ε) − E_q(G(z)+ε) with both energies frozen (``lax.cond``, no Python branch).
+
+The DDE code's recipe is this step alone, in lockstep from random weights: E_p and E_q get
+the same optimiser, one DSM step each per iteration, no warm-up, σ fixed. Trained alike,
+their errors cancel in the generator's gradient; an E_p trained more than E_q (pre-trained,
+or E_q under-trained) pulls G onto p̂'s densest regions. Pass the same parameters for both
+to :func:`init_dde_state` to start E_q as a copy of E_p. The warm-ups below
+(:func:`make_p_warmup_step`, :func:`make_q_warmup_step`) and σ annealing
+(:func:`geometric_sigma_schedule`) are options that deviate from that recipe.
 """
 from __future__ import annotations
 
@@ -40,6 +48,8 @@ class DDEState(NamedTuple):
 
 
 def init_dde_state(gen_params, p_params, q_params, gen_optimizer, energy_optimizer, key) -> DDEState:
+    """E_p and E_q each get their own state of the one ``energy_optimizer`` (lockstep: trained
+    alike); ``q_params`` may be ``p_params`` itself (E_q starts as a copy of E_p)."""
     return DDEState(
         step=jnp.zeros((), jnp.int32),
         gen=NetState(gen_params, gen_optimizer.init(gen_params)),

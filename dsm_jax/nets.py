@@ -27,45 +27,72 @@ def activation(name: str) -> Callable:
         raise ValueError(f"Unknown `activation` {name!r}; choose one of {sorted(ACTIVATIONS)}.") from None
 
 
+def _xavier_bias(key, shape, dtype=jnp.float32):
+    # the DDE code's bias init: Xavier's uniform bound with fan_in = fan_out = n, i.e. U(±sqrt(3/n))
+    bound = (3.0 / shape[0]) ** 0.5
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+# Dense-layer initialisations: (kernel_init, bias_init). "lecun": flax's default (LeCun-normal,
+# zero bias); "xavier": the DDE code's (Xavier-uniform kernel, U(±sqrt(3/n)) bias).
+DENSE_INITS: dict[str, tuple[Callable, Callable]] = {
+    "lecun": (nn.initializers.lecun_normal(), nn.initializers.zeros_init()),
+    "xavier": (nn.initializers.xavier_uniform(), _xavier_bias),
+}
+
+
+def dense_initializers(name: str) -> tuple[Callable, Callable]:
+    try:
+        return DENSE_INITS[name]
+    except KeyError:
+        raise ValueError(f"Unknown `weight_init` {name!r}; choose one of {sorted(DENSE_INITS)}.") from None
+
+
 class MLP(nn.Module):
-    """Plain MLP on flattened inputs: ``depth`` hidden layers of ``width`` units."""
+    """Plain MLP on flattened inputs: ``depth`` hidden layers of ``width`` units; ``weight_init``
+    one of :data:`DENSE_INITS` (the parameter tree is the same for every choice)."""
 
     depth: int
     width: int
     out_dim: int
     activation: str = "softplus"
+    weight_init: str = "lecun"
 
     @nn.compact
     def __call__(self, x):
         act = activation(self.activation)
+        kernel_init, bias_init = dense_initializers(self.weight_init)
         h = x.reshape(x.shape[0], -1)
         for _ in range(self.depth):
-            h = act(nn.Dense(self.width)(h))
-        return nn.Dense(self.out_dim)(h)
+            h = act(nn.Dense(self.width, kernel_init=kernel_init, bias_init=bias_init)(h))
+        return nn.Dense(self.out_dim, kernel_init=kernel_init, bias_init=bias_init)(h)
 
 
 class MLPEnergy(nn.Module):
-    """Scalar energy E(x) = MLP(x). DDE's 2-D setting: depth 25, width 32, softplus."""
+    """Scalar energy E(x) = MLP(x). DDE's 2-D setting: depth 25, width 32, softplus, Xavier init."""
 
     depth: int = 25
     width: int = 32
     activation: str = "softplus"
+    weight_init: str = "lecun"
 
     @nn.compact
     def __call__(self, x):
-        return MLP(self.depth, self.width, 1, self.activation)(x)[:, 0]
+        return MLP(self.depth, self.width, 1, self.activation, self.weight_init)(x)[:, 0]
 
 
 class ResidualMLPGenerator(nn.Module):
-    """DDE's toy generator G(z) = MLP(z) + z (latent dimension = data dimension)."""
+    """DDE's toy generator G(z) = MLP(z) + z (latent dimension = data dimension); their toys
+    use ReLU for eight_gaussians and two_spirals, softplus for the checkerboard."""
 
     depth: int = 25
     width: int = 32
     activation: str = "softplus"
+    weight_init: str = "lecun"
 
     @nn.compact
     def __call__(self, z):
-        return z + MLP(self.depth, self.width, z.shape[-1], self.activation)(z)
+        return z + MLP(self.depth, self.width, z.shape[-1], self.activation, self.weight_init)(z)
 
 
 def energy_fn_of(module: nn.Module) -> Callable:

@@ -40,15 +40,26 @@ def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: st
     plt.close(fig)
 
 
-def loss_curves(path, curves: dict, title: str) -> None:
-    """One panel per run: the chunk-mean loss against the step."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 2.8), squeeze=False)
+def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> None:
+    """One panel per run: named metric curves against the step. ``curves[name]`` is a list of
+    records ``{"step": ..., metric: value, ...}`` (a :func:`dsm_jax.training.read_log`
+    result); ``series[name]`` maps each legend label to the metric it plots (default
+    ``{"loss": "loss"}``). A panel whose metrics are all KLs is drawn on a log scale."""
+    series = series or {}
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.8 * len(curves), 2.9), squeeze=False)
     for ax, (name, history) in zip(axes[0], curves.items()):
-        steps = [h["step"] for h in history]
-        ax.plot(steps, [h.get("loss", np.nan) for h in history], lw=1)
+        lines = series.get(name, {"loss": "loss"})
+        for label, key in lines.items():
+            rows = [(h["step"], h[key]) for h in history if key in h]
+            if rows:
+                ax.plot(*zip(*rows), lw=1, label=label)
+        if all("kl" in key for key in lines.values()):
+            ax.set_yscale("log")
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
         ax.set_title(f"{title}/{name}", fontsize=9)
         ax.set_xlabel("step")
-        ax.set_ylabel("loss")
+        ax.set_ylabel(next(iter(lines)) if len(lines) == 1 else "value")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

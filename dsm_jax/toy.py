@@ -27,12 +27,21 @@ __all__ = ["Toy2D", "TOY_NAMES", "get_toy", "sample_smoothed"]
 class Toy2D(NamedTuple):
     """A 2-D toy law: ``sample(key, n) -> (n, 2)`` clean samples,
     ``log_density(x, sigma) -> (n,)`` exact ``log p̂_σ(x)`` and a square
-    ``bounds = (lo, hi)`` holding >= 99.9% of ``p̂_σ`` for ``σ <= 0.5``."""
+    ``bounds = (lo, hi)`` holding >= 99.9% of ``p̂_σ`` for ``σ <= 0.5``.
+
+    ``nearest_component(x, sigma) -> (index, z)``: for each point the mixture component it
+    lies nearest to (a Gaussian mode, a ring, a spiral arm, a square; ``n_components`` of
+    them, equally weighted in ``p``) and its distance to that component's clean skeleton
+    (centre, circle, curve, square) in standard deviations of ``p̂_σ``'s spread across it,
+    ``sqrt(s² + σ²)`` with ``s`` the toy's own noise. :mod:`dsm_jax.coverage` reads mode
+    weights and the off-support fraction (``z > 3``) from it."""
 
     name: str
     sample: Callable
     log_density: Callable
     bounds: tuple[float, float]
+    n_components: int
+    nearest_component: Callable
 
 
 TOY_NAMES = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
@@ -83,10 +92,11 @@ def _log_ndtr_diff(a, b):
     return l_hi + jnp.log(-jnp.expm1(log_ndtr(lo) - l_hi))
 
 
-def _wrap(name, sample, log_density, bounds):
+def _wrap(name, sample, log_density, bounds, n_components, nearest_component):
     # check eagerly, then run compiled (op-by-op dispatch of log_ndtr is slow)
     sample = jax.jit(sample, static_argnums=1)
     log_density = jax.jit(log_density)
+    nearest_component = jax.jit(nearest_component)
 
     def checked_sample(key, n):
         _check_n(n)
@@ -97,7 +107,17 @@ def _wrap(name, sample, log_density, bounds):
         _check_sigma(sigma)
         return log_density(x, jnp.asarray(sigma, jnp.float32))
 
-    return Toy2D(name, checked_sample, checked_log_density, bounds)
+    def checked_nearest_component(x, sigma):
+        x = _check_points(x)
+        _check_sigma(sigma)
+        return nearest_component(x, jnp.asarray(sigma, jnp.float32))
+
+    return Toy2D(name, checked_sample, checked_log_density, bounds, n_components, checked_nearest_component)
+
+
+def _nearest(dist, spread):
+    """``(argmin, min / spread)`` over the last axis of per-component distances."""
+    return jnp.argmin(dist, axis=1).astype(jnp.int32), jnp.min(dist, axis=1) / spread
 
 
 # ----------------------------------------------------------------------------
@@ -121,6 +141,11 @@ def _eg_log_density(x, sigma):
     var = _EG_STD**2 + sigma**2  # Gaussian * Gaussian: variances add
     d2 = jnp.sum((x[:, None, :] - _EG_CENTRES[None]) ** 2, -1)
     return logsumexp(-d2 / (2 * var), axis=1) - jnp.log(8 * 2 * jnp.pi * var)
+
+
+def _eg_nearest(x, sigma):
+    d = jnp.sqrt(jnp.sum((x[:, None, :] - _EG_CENTRES[None]) ** 2, -1))
+    return _nearest(d, jnp.sqrt(_EG_STD**2 + sigma**2))
 
 
 # ----------------------------------------------------------------------------
@@ -163,6 +188,14 @@ def _cb_log_density(x, sigma):
     return jnp.where(pos, smooth, clean)
 
 
+def _cb_nearest(x, sigma):
+    lo = jnp.asarray(_CB_LO)[None]
+    gap = jnp.maximum(jnp.maximum(lo - x[:, None, :], x[:, None, :] - (lo + _CB_SIDE)), 0.0)
+    d = jnp.sqrt(jnp.sum(gap**2, -1))  # 0 inside a square
+    # the clean squares have no noise of their own: the spread is σ alone (σ = 0: any gap is off)
+    return _nearest(d, jnp.where(sigma > 0, sigma, 1e-30))
+
+
 # ----------------------------------------------------------------------------
 # rings: 4 concentric circles, uniform angle, + N(0, 0.08^2) (FFJORD "rings")
 
@@ -186,6 +219,11 @@ def _rings_log_density(x, sigma):
     # with I0(z) = i0e(z) e^z the exponent becomes −(ρ−r)²/2v (no overflow).
     log_ring = -((rho - r) ** 2) / (2 * var) + jnp.log(i0e(rho * r / var))
     return logsumexp(log_ring, axis=1) - jnp.log(4 * 2 * jnp.pi * var)
+
+
+def _rings_nearest(x, sigma):
+    rho = jnp.sqrt(jnp.sum(x**2, -1))[:, None]
+    return _nearest(jnp.abs(rho - jnp.asarray(_RING_RADII)[None]), jnp.sqrt(_RING_NOISE**2 + sigma**2))
 
 
 # ----------------------------------------------------------------------------
@@ -247,13 +285,39 @@ def _spirals_log_density(x, sigma, n_nodes=_SP_NODES):
     return jnp.logaddexp(log_p1[:n], log_p1[n:]) - math.log(2.0)
 
 
+@functools.lru_cache(maxsize=None)
+def _spiral_curve(n_points=4096):
+    # arm 1's skeleton: c(t) shifted by the centre of its [0, w)² jitter box, densely in t
+    t = np.linspace(0.0, _SP_TMAX, n_points)
+    c = np.stack([-np.cos(t) * t, np.sin(t) * t], -1) / 3 + _SP_BOX / 2
+    return c.astype(np.float32)
+
+
+def _spirals_nearest(x, sigma):
+    curve = jnp.asarray(_spiral_curve())
+
+    def dist_to_curve(pts):  # min distance to the curve, blocked over its points
+        blocks = curve.reshape(-1, 256, 2)
+
+        def step(best, c):
+            d2 = jnp.square(pts[:, :1] - c[:, 0]) + jnp.square(pts[:, 1:] - c[:, 1])
+            return jnp.minimum(best, jnp.min(d2, 1)), None
+
+        best, _ = lax.scan(step, jnp.full(pts.shape[0], jnp.inf), blocks)
+        return jnp.sqrt(best)
+
+    d = jnp.stack([dist_to_curve(x), dist_to_curve(-x)], 1)  # arm 2 = −arm 1
+    # the jitter box adds variance w²/12 per coordinate around its centre
+    return _nearest(d, jnp.sqrt(_SP_NOISE**2 + _SP_BOX**2 / 12 + sigma**2))
+
+
 # ----------------------------------------------------------------------------
 
 _TOYS = {
-    "eight_gaussians": (_eg_sample, _eg_log_density, (-5.0, 5.0)),
-    "two_spirals": (_spirals_sample, _spirals_log_density, (-4.5, 4.5)),
-    "checkerboard": (_cb_sample, _cb_log_density, (-5.5, 5.5)),
-    "rings": (_rings_sample, _rings_log_density, (-4.5, 4.5)),
+    "eight_gaussians": (_eg_sample, _eg_log_density, (-5.0, 5.0), 8, _eg_nearest),
+    "two_spirals": (_spirals_sample, _spirals_log_density, (-4.5, 4.5), 2, _spirals_nearest),
+    "checkerboard": (_cb_sample, _cb_log_density, (-5.5, 5.5), 8, _cb_nearest),
+    "rings": (_rings_sample, _rings_log_density, (-4.5, 4.5), 4, _rings_nearest),
 }
 
 

@@ -507,7 +507,7 @@ def fit(
             if callback is not None:
                 callback(state, record)
             bar.update(n)
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4g}", it_s=f"{n / elapsed:.0f}",
+            bar.set_postfix(**_loss_postfix(metrics), it_s=f"{n / elapsed:.0f}",
                             **({"skipped": skipped_total} if skipped_total else {}))
         if done > start:
             _refuse_nonfinite_state(state, desc, done, ckpt, last_saved)
@@ -518,6 +518,12 @@ def fit(
         if ckpt is not None:
             ckpt.close()
     return state, history
+
+
+def _loss_postfix(metrics: dict) -> dict:
+    """The progress bar's loss fields: every metric named ``loss`` or ``*_loss`` (the DDE
+    step reports ``p_loss``, ``q_loss``, ``gen_loss``), by name, never a made-up NaN."""
+    return {k: f"{v:.4g}" for k, v in metrics.items() if k == "loss" or k.endswith("_loss")}
 
 
 def _open_log(path: str):

@@ -282,7 +282,7 @@ def main(argv=None):
 
     # Scored as displayed: clipped to the data range [0, 1] (the chain itself never clips, as MDSM).
     fd = image_metrics.fd_report(clf_params, samples, x_train, x_test, n=min(cfg.fd_n, len(samples)), key=k_fd,
-                                 clip_samples=True)
+                                 clip_samples=True, test_labels=y_test)
     psnr, inpaint_rows = inpaint(cfg, energy_fn, params, x_test, x_train, k_inpaint)
     plotting.image_grid(os.path.join(out, "inpainting.png"), inpaint_rows, n_cols=8,
                         title="per mask: truth / observed / MDSM / nearest training image")
@@ -318,6 +318,8 @@ def results_table(m: dict) -> str:
         f"{m['fd_gaussian_baseline']:.2f} ± {m['fd_gaussian_baseline_std']:.2f} |",
         f"| whole training set vs test | {m['fd_train']:.2f} |",
         f"| Inception-score analogue (samples / test set) | {m['inception_score']:.2f} / {m['inception_score_test']:.2f} |",
+        *([f"| class coverage: smallest class share (classes < {m['min_fraction']:.0%}) / KL to the test split | "
+           f"{m['class_min']:.3f} ({m['classes_under']}) / {m['class_kl']:.3f} |"] if "class_kl" in m else []),
         f"| classifier test accuracy | {m['classifier_accuracy']:.4f} |",
         "", "| mask | MDSM PSNR (dB) | mean image | nearest training image |", "|---|---|---|---|",
     ]

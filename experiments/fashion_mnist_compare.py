@@ -104,7 +104,8 @@ def quality(cfg: CompareConfig) -> dict:
                              f"{d.get(key)} in {cfg.dde_run}; score both with the same classifier and n.")
     density = d.get("dde_density") or {}
     pick = lambda r: {"fd": r.get("fd"), "inception_score": r.get("inception_score"),  # noqa: E731
-                      "inception_score_std": r.get("inception_score_std")}
+                      "inception_score_std": r.get("inception_score_std"), "classes_under": r.get("classes_under"),
+                      "class_kl": r.get("class_kl")}
     return {
         "samplers": {"mdsm": pick(m), "dde_generator": pick(d), "dde_density": pick(density)},
         "n": m["n"], "fd_floor": m["fd_floor"], "fd_gaussian_baseline": m["fd_gaussian_baseline"],
@@ -115,16 +116,18 @@ def quality(cfg: CompareConfig) -> dict:
 
 def results_table(result: dict) -> str:
     q = result
-    lines = [f"| Fashion-MNIST, FD n = {q['n']} | FD | IS analogue | seconds / 1,000 samples | network passes / sample |",
-             "|---|---|---|---|---|"]
+    lines = [f"| Fashion-MNIST, FD n = {q['n']} | FD | IS analogue | classes < 2 % | class KL | seconds / 1,000 samples "
+             "| network passes / sample |", "|---|---|---|---|---|---|---|"]
+    fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
     for name, r in q["samplers"].items():
-        fd = f"{r['fd']:.1f}" if r.get("fd") is not None else "–"
-        is_ = f"{r['inception_score']:.2f}" if r.get("inception_score") is not None else "–"
-        lines.append(f"| {r['label']} | {fd} | {is_} | {r['seconds_per_1k']:.3g} | {r['passes']} |")
+        lines.append(f"| {r['label']} | {fmt(r.get('fd'), '.1f')} | {fmt(r.get('inception_score'), '.2f')} | "
+                     f"{fmt(r.get('classes_under'), 'd')} | {fmt(r.get('class_kl'), '.3f')} | "
+                     f"{r['seconds_per_1k']:.3g} | {r['passes']} |")
     base = f"{q['fd_gaussian_baseline']:.1f}" + (f" ± {q['fd_gaussian_baseline_std']:.1f}"
                                                  if q.get("fd_gaussian_baseline_std") is not None else "")
-    lines += [f"| floor: 1,000 training images | {q['fd_floor']:.2f} | {q['inception_score_test']:.2f} (test set) | – | – |",
-              f"| full-covariance Gaussian fit | {base} | – | – | – |"]
+    lines += [f"| floor: 1,000 training images | {q['fd_floor']:.2f} | {q['inception_score_test']:.2f} (test set) | – | – "
+              "| – | – |",
+              f"| full-covariance Gaussian fit | {base} | – | – | – | – | – |"]
     return "\n".join(lines)
 
 

@@ -44,10 +44,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import dsm_jax as dj  # noqa: E402
 from dsm_jax import config as cfgs  # noqa: E402
-from dsm_jax import data, image_metrics, nets, parallel, plotting, training  # noqa: E402
+from dsm_jax import coverage, data, image_metrics, nets, parallel, plotting, training  # noqa: E402
 
 IMAGE_SHAPE = (32, 32, 1)
 ARCHS = ("densenet", "conv")
+# what image_metrics.fd_report(..., test_labels=...) adds: the classifier's class split of the samples
+CLASS_FIELDS = ("class_histogram", "class_kl", "classes_under", "class_min", "min_fraction")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +96,20 @@ class DDEFashionConfig:
     sigma_start: float = 0.5  # > sigma: σ anneals geometrically to sigma over anneal_frac·steps
     anneal_frac: float = 0.5
     gen_every: int = 10
-    p_warmup_steps: int = 1000  # E_p alone on real batches first (0: off, as the paper's code)
-    q_warmup_steps: int = 500  # then E_q alone on the initial generator's samples
+    # The DDE code's lockstep recipe: E_p and E_q from random weights, one DSM step each per
+    # iteration, no warm-ups. Kept as options: E_p alone on real batches first, then E_q alone
+    # on the initial generator's samples.
+    p_warmup_steps: int = 0
+    q_warmup_steps: int = 0
     steps_per_call: int = 50   # MLPs have no CPU scan cliff; arch "conv" with conv_impl "xla": use 1
     checkpoint_every: int = 2500
     keep_checkpoints: int = 3
     grid_every: int = 2500     # generator sample grid PNG during training (0: never)
+    # watching the generator: FD (against the test set's features) and class coverage of
+    # monitor_n samples of fixed latents every monitor_every steps (0: never), logged as run
+    # "generator_monitor" in metrics.jsonl and plotted in loss.png
+    monitor_every: int = 2500
+    monitor_n: int = 1000
     # Evaluation
     n_samples: int = 1000
     fd_n: int = 1000
@@ -128,10 +138,10 @@ class DDEFashionConfig:
             positive_int=("depth", "growth", "gen_depth", "gen_growth", "latent_dim", "conv_width", "conv_stages",
                           "conv_blocks", "gen_conv_width", "steps", "batch_size", "gen_every", "steps_per_call",
                           "keep_checkpoints", "n_samples", "fd_n", "classifier_steps", "density_n_samples",
-                          "density_chunk"),
+                          "density_chunk", "monitor_n"),
             nonnegative_int=("seed", "train_limit", "test_limit", "p_warmup_steps", "q_warmup_steps",
-                             "checkpoint_every", "grid_every", "density_n_constant", "density_n_exponential",
-                             "density_n_final"),
+                             "checkpoint_every", "grid_every", "monitor_every", "density_n_constant",
+                             "density_n_exponential", "density_n_final"),
             positive=("gen_init_scale", "lr", "gen_lr", "sigma", "sigma_start", "density_step_size",
                       "density_t_high", "density_init_std"),
             open_unit=("b1", "b2", "gen_b1", "gen_b2"),
@@ -144,7 +154,7 @@ class DDEFashionConfig:
 # Fields that do not change the training run (paths, sampling, evaluation, bookkeeping): a
 # checkpoint written under other values of these still resumes; other changes are refused.
 RESUME_IGNORED = ("data_dir", "cache_dir", "classifier_dir", "test_limit", "steps_per_call", "ynn_fusions",
-                  "checkpoint_every",
+                  "checkpoint_every", "monitor_every", "monitor_n",
                   "keep_checkpoints", "grid_every", "n_samples", "fd_n", "classifier_steps", "density",
                   "density_step_size", "density_n_constant", "density_n_exponential", "density_n_final",
                   "density_t_high", "density_init_mean", "density_init_std", "density_n_samples", "density_chunk",
@@ -163,8 +173,8 @@ PRESETS = {
     "default": {},
     "smoke": dict(
         train_limit=2000, test_limit=1000, depth=3, growth=16, gen_depth=3, gen_growth=16, steps=40, batch_size=16,
-        p_warmup_steps=10, q_warmup_steps=10,
-        steps_per_call=10, gen_every=5, checkpoint_every=20, grid_every=20, n_samples=64, fd_n=64,
+        steps_per_call=10, gen_every=5, checkpoint_every=20, grid_every=20, monitor_every=20, monitor_n=64,
+        n_samples=64, fd_n=64,
         classifier_steps=60, density_n_constant=5, density_n_exponential=10, density_n_final=5,
         density_n_samples=64, density_chunk=32, ynn_fusions=False,
     ),
@@ -172,7 +182,7 @@ PRESETS = {
         depth=16, growth=nets.DDE_DENSENET_PAPER["energy_growth"], gen_depth=16,
         gen_growth=nets.DDE_DENSENET_PAPER["generator_growth"], latent_dim=nets.DDE_DENSENET_PAPER["latent_dim"],
         quadratic=False, gen_init_scale=1.0,
-        steps=30_000, batch_size=100, lr=1e-3, gen_lr=1e-3, p_warmup_steps=0, q_warmup_steps=1000,  # 50 epochs
+        steps=30_000, batch_size=100, lr=1e-3, gen_lr=1e-3, p_warmup_steps=0, q_warmup_steps=0,  # 50 epochs
         steps_per_call=500, checkpoint_every=5000, grid_every=5000, n_samples=10_000, fd_n=10_000,
         density_n_constant=200, density_n_exponential=1000, density_n_final=800, density_n_samples=10_000,
         density_chunk=1000,
@@ -234,19 +244,33 @@ def n_params(tree) -> int:
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
-def with_loss_alias(step):
-    """Report the KL surrogate also as ``loss`` (what the progress bar and loss curves show)."""
+def generator_monitor(cfg, generator_fn, clf_params, x_test, y_test):
+    """``record(state, step, seconds) -> dict``: FD and class coverage of ``monitor_n`` generator
+    samples of fixed latents (clipped to [0, 1], as scored at the end) against the test set's
+    classifier features, computed once here. One forward pass of G and of the classifier."""
+    test_stats = image_metrics.gaussian_stats(image_metrics.classifier_features(clf_params, x_test))
+    z = latent_sampler(cfg, cfg.monitor_n)(jax.random.key(cfg.seed + 2))
+    generate = jax.jit(generator_fn)
 
-    def aliased(state, x):
-        state, metrics = step(state, x)
-        return state, {**metrics, "loss": metrics["gen_loss"]}
+    def record(state, step, seconds):
+        x = np.asarray(generate(state.gen.params, z))
+        if not np.all(np.isfinite(x)):
+            return {"step": step, "run": "generator_monitor", "nonfinite": True}
+        x = np.clip(x, 0.0, 1.0)
+        fd = image_metrics.frechet_distance(*image_metrics.gaussian_stats(
+            image_metrics.classifier_features(clf_params, x)), *test_stats)
+        classes = coverage.class_coverage(np.argmax(image_metrics.classifier_logits(clf_params, x), 1), y_test)
+        return {"step": step, "run": "generator_monitor", "fd": fd, "train_seconds": seconds,
+                **{k: classes[k] for k in ("classes_under", "class_min", "class_kl")}}
 
-    return aliased
+    return record
 
 
-def train(cfg, x_train, out, progress):
+def train(cfg, x_train, out, progress, monitor=None):
     """E_p then E_q warm-ups (skipped when resuming), then the DDE loop through ``fit`` with real batches
-    from a :class:`data.BatchIterator` (its position is checkpointed). Returns the final
+    from a :class:`data.BatchIterator` (its position is checkpointed). ``monitor`` (see
+    :func:`generator_monitor`) is called every ``monitor_every`` steps and its record appended
+    to ``metrics.jsonl``; its time is not counted in the returned seconds. Returns the final
     state, the loop's history and the wall-clock of this call."""
     energy_fn = dj.energy_fn_of(energy_module(cfg))
     generator_fn = generator_module(cfg).apply
@@ -268,12 +292,25 @@ def train(cfg, x_train, out, progress):
         state, _ = dj.fit(warmup, state, cfg.q_warmup_steps, steps_per_call=cfg.steps_per_call,
                           compiler_options=options,
                           desc="E_q warm-up", progress=progress)
-    step = with_loss_alias(dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
-                                            gen_every=cfg.gen_every))
+    step = dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
+                            gen_every=cfg.gen_every)
     if cfg.skip_nonfinite:
         step = dj.skip_nonfinite_steps(step)
     grid_z = latent_sampler(cfg, 36)(jax.random.key(1))
     generate = jax.jit(generator_fn)
+
+    log_path = os.path.join(out, "metrics.jsonl")
+    monitor_s = [0.0]
+
+    def callback(state, record):
+        save_grid(state, record)
+        if monitor and cfg.monitor_every and (record["step"] % cfg.monitor_every < cfg.steps_per_call
+                                              or record["step"] == cfg.steps):
+            t_m = time.perf_counter()
+            entry = monitor(state, record["step"], t_m - t0 - monitor_s[0])
+            with open(log_path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            monitor_s[0] += time.perf_counter() - t_m
 
     def save_grid(state, record):
         if cfg.grid_every and record["step"] % cfg.grid_every < cfg.steps_per_call:
@@ -287,13 +324,13 @@ def train(cfg, x_train, out, progress):
     try:
         state, history = dj.fit(
             step, state, cfg.steps, steps_per_call=cfg.steps_per_call, batches=batches, desc="dde train",
-            progress=progress, log_path=os.path.join(out, "metrics.jsonl"), checkpoint_dir=ckpt_dir,
-            checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, callback=save_grid,
+            progress=progress, log_path=log_path, log_extra={"run": "dde"}, checkpoint_dir=ckpt_dir,
+            checkpoint_every=cfg.checkpoint_every, keep_checkpoints=cfg.keep_checkpoints, callback=callback,
             fingerprint=cfgs.fingerprint(cfg, RESUME_IGNORED), compiler_options=options,
         )
     finally:
         batches.close()
-    return state, history, time.perf_counter() - t0
+    return state, history, time.perf_counter() - t0 - monitor_s[0]
 
 
 def load_run(run_dir: str):
@@ -403,16 +440,17 @@ def main(argv=None):
         x_train, y_train, x_test, y_test, root=cfg.classifier_dir, steps=cfg.classifier_steps, seed=cfg.seed,
         progress=progress)
 
-    state, history, train_s = train(cfg, x_train, out, progress)
-    k_gen, k_density, k_fd, k_fd_density = jax.random.split(jax.random.key(cfg.seed + 1), 4)
     generator_fn = generator_module(cfg).apply
+    monitor = generator_monitor(cfg, generator_fn, clf_params, x_test, y_test)
+    state, history, train_s = train(cfg, x_train, out, progress, monitor)
+    k_gen, k_density, k_fd, k_fd_density = jax.random.split(jax.random.key(cfg.seed + 1), 4)
     samples, gen_s_per_1k = generate_samples(cfg, generator_fn, state.gen.params, k_gen, cfg.n_samples)
     refuse_nonfinite(samples, "generator samples", "Retrain with a lower gen_lr, or --set skip_nonfinite=true.")
     plotting.image_grid(os.path.join(out, "samples.png"), samples[:100], n_cols=10,
                         title=f"DDE generator, {cfg.steps} steps ({int(state.gen_updates)} G updates), one forward pass")
     # Scored as displayed: clipped to [0, 1] (a no-op for the sigmoid generator), as fashion_mnist.py does.
     fd = image_metrics.fd_report(clf_params, samples, x_train, x_test, n=min(cfg.fd_n, len(samples)), key=k_fd,
-                                 clip_samples=True)
+                                 clip_samples=True, test_labels=y_test)
     saved = {"generator": samples}
 
     density = None
@@ -422,17 +460,20 @@ def main(argv=None):
         plotting.image_grid(os.path.join(out, "density_samples.png"), d_samples[:100], n_cols=10,
                             title=f"DDE density E_p: {d_steps} Langevin steps + Tweedie denoise (σ = {cfg.sigma})")
         d_fd = image_metrics.fd_report(clf_params, d_samples, x_train, x_test, n=min(cfg.fd_n, len(d_samples)),
-                                       key=k_fd_density, clip_samples=True)
+                                       key=k_fd_density, clip_samples=True, test_labels=y_test)
         density = {
             "fd": d_fd["fd"], "fd_floor": d_fd["fd_floor"], "n": d_fd["n"],
             "inception_score": d_fd["inception_score"], "inception_score_std": d_fd["inception_score_std"],
+            **{k: d_fd[k] for k in CLASS_FIELDS},
             "sample_seconds_per_1k": d_s_per_1k, "sampler_steps": d_steps, "step_size": cfg.density_step_size,
             "pixel_std_across_samples": float(np.mean(np.std(d_samples, axis=0))),
             "n_samples": cfg.density_n_samples, "denoise": f"Tweedie at sigma={cfg.sigma}",
         }
         saved["density"] = d_samples
     np.savez_compressed(os.path.join(out, "samples.npz"), **saved)
-    plot_losses(os.path.join(out, "loss.png"), training.read_log(os.path.join(out, "metrics.jsonl")))
+    log = os.path.join(out, "metrics.jsonl")
+    plot_losses(os.path.join(out, "loss.png"), training.read_log(log, run="dde"),
+                training.read_log(log, run="generator_monitor"))
 
     metrics = {
         **fd,
@@ -463,10 +504,14 @@ def main(argv=None):
     return metrics
 
 
-def plot_losses(path, history):
-    curves = {name: [{"step": h["step"], "loss": h[key]} for h in history if key in h]
-              for name, key in (("E_p DSM", "p_loss"), ("E_q DSM", "q_loss"), ("G: KL surrogate", "gen_loss"))}
-    plotting.loss_curves(path, curves, "fashion_mnist_dde")
+def plot_losses(path, history, monitor=()):
+    """E_p's and E_q's DSM losses in one panel (trained alike, they should track each other), the
+    KL surrogate E_p − E_q in the next, and the monitored FD and classes under 2 % of G's samples."""
+    curves = {"energies": history, "generator": history, "generator FD": monitor, "generator classes": monitor}
+    series = {"energies": {"E_p DSM loss": "p_loss", "E_q DSM loss": "q_loss"},
+              "generator": {"surrogate E_p − E_q": "gen_loss"}, "generator FD": {"FD (n = monitor_n)": "fd"},
+              "generator classes": {"classes < 2 %": "classes_under"}}
+    plotting.loss_curves(path, curves, "fashion_mnist_dde", series)
 
 
 def read_mdsm(path: str, ours: dict):
@@ -482,34 +527,40 @@ def read_mdsm(path: str, ours: dict):
 
 
 def results_table(m: dict, mdsm: dict | None = None) -> str:
-    """Markdown rows: FD / IS / wall-clock per 1,000 samples of the generator, the DDE density
-    sampled by Langevin, MDSM (when given), the floor and the Gaussian baseline, and the
-    per-pixel std across samples (a mode-collapse check against the test set's)."""
+    """Markdown rows: FD / IS / class coverage / wall-clock per 1,000 samples of the generator,
+    the DDE density sampled by Langevin, MDSM (when given), the floor and the Gaussian baseline,
+    and the per-pixel std across samples (a mode-collapse check against the test set's)."""
     def std(r):
         return f"{r['pixel_std_across_samples']:.3f}" if r and "pixel_std_across_samples" in r else "–"
 
+    def classes(r):
+        if not r or "classes_under" not in r:
+            return "– | –"
+        return f"{r['class_min']:.3f} ({r['classes_under']} < {r['min_fraction']:.0%}) | {r['class_kl']:.3f}"
+
     lines = [
-        f"| Fashion-MNIST, FD n = {m['n']} | FD | IS analogue | seconds / 1,000 samples | network passes / sample "
-        "| pixel std across samples |",
-        "|---|---|---|---|---|---|",
-        f"| DDE generator (one forward pass) | {m['fd']:.2f} | {m['inception_score']:.2f} | "
+        f"| Fashion-MNIST, FD n = {m['n']} | FD | IS analogue | smallest class share | class KL | "
+        "seconds / 1,000 samples | network passes / sample | pixel std across samples |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| DDE generator (one forward pass) | {m['fd']:.2f} | {m['inception_score']:.2f} | {classes(m)} | "
         f"{m['sample_seconds_per_1k']:.3f} | 1 forward | {std(m)} |",
     ]
     d = m.get("dde_density")
     if d:
         lines.append(f"| DDE density E_p: {d['sampler_steps']} Langevin steps + Tweedie | {d['fd']:.2f} | "
-                     f"{d['inception_score']:.2f} | {d['sample_seconds_per_1k']:.2f} | {d['sampler_steps'] + 1} gradients "
-                     f"| {std(d)} |")
+                     f"{d['inception_score']:.2f} | {classes(d)} | {d['sample_seconds_per_1k']:.2f} | "
+                     f"{d['sampler_steps'] + 1} gradients | {std(d)} |")
     if mdsm:
         per_1k = mdsm["sample_seconds"] * 1000.0 / mdsm["n_samples"]
         lines.append(f"| MDSM: {mdsm['sampler_steps']} annealed Langevin steps + denoise | {mdsm['fd']:.2f} | "
-                     f"{mdsm['inception_score']:.2f} | {per_1k:.2f} | {mdsm['sampler_steps'] + 1} gradients | – |")
+                     f"{mdsm['inception_score']:.2f} | {classes(mdsm)} | {per_1k:.2f} | {mdsm['sampler_steps'] + 1} "
+                     f"gradients | – |")
     test_std = f"{m['pixel_std_test_set']:.3f} (test set)" if "pixel_std_test_set" in m else "–"
     lines += [
         f"| floor: training subset vs test | {m['fd_floor']:.2f} | {m['inception_score_test']:.2f} (test set) | – | – "
-        f"| {test_std} |",
+        f"| – | – | {test_std} |",
         f"| full-covariance Gaussian fit ({m['baseline_draws']} draws) | {m['fd_gaussian_baseline']:.2f} ± "
-        f"{m['fd_gaussian_baseline_std']:.2f} | – | – | – | – |",
+        f"{m['fd_gaussian_baseline_std']:.2f} | – | – | – | – | – | – |",
     ]
     return "\n".join(lines)
 

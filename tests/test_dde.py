@@ -167,3 +167,36 @@ def test_dde_loop_moves_the_generator_to_the_data():
     chex.assert_tree_all_finite(final)
     assert_within(final.gen.params["b"], M, 0.1, "generator mean")
     assert_within(abs(float(final.gen.params["a"])), S, 0.1, "generator scale")
+
+
+def test_lockstep_gives_E_p_and_E_q_the_same_number_of_dsm_steps():
+    # The DDE code's recipe: each iteration one DSM step of E_p and one of E_q, with the same
+    # optimiser (here both Adam states count every step), and G once every gen_every.
+    final, states, _ = _trajectory(_make_step(gen_every=5), _init_state(), 40)
+    p_count = np.asarray(states.p.opt_state[0].count)
+    q_count = np.asarray(states.q.opt_state[0].count)
+    np.testing.assert_array_equal(p_count, np.arange(1, 41))
+    np.testing.assert_array_equal(q_count, p_count)
+    assert int(final.gen_updates) == 40 // 5
+
+
+def test_E_q_never_sees_real_data():
+    # Two runs from the same state and keys that differ only in the real data: E_p differs,
+    # E_q (trained on generator samples only) is bit-identical while G has not stepped.
+    shifted = lambda key: data_fn(key) + 3.0  # noqa: E731
+    _, a, _ = _trajectory(_make_step(gen_every=10**9), _init_state(), 20)
+    _, b, _ = _trajectory(_make_step(gen_every=10**9, data_fn=shifted), _init_state(), 20)
+    assert not tree_equal(a.p.params, b.p.params)
+    assert tree_equal(a.q, b.q)
+
+
+def test_E_q_may_start_as_a_copy_of_E_p():
+    # init_dde_state with the same parameters for both: they start equal and then part ways
+    # (E_p on data, E_q on the generator), never aliasing each other's updates.
+    energy = {"b": jnp.asarray([0.3, -0.2]), "log_prec": jnp.zeros(2)}
+    gen = {"a": jnp.asarray(1.5, jnp.float32), "b": jnp.asarray([-1.0, 1.0], jnp.float32)}
+    state = dj.init_dde_state(gen, energy, energy, optax.sgd(0.02), optax.adam(0.05), jax.random.PRNGKey(0))
+    assert tree_equal(state.p, state.q)
+    final, _, _ = _trajectory(_make_step(gen_every=2), state, 10)
+    assert not tree_equal(final.p.params, final.q.params)
+    assert tree_equal(state.p.params, energy)

@@ -31,6 +31,12 @@ def test_toy2d_smoke_writes_metrics_and_figures(tmp_path):
         assert r["kl"] > -3 * r["kl_stderr"] - 1e-6, name
     assert saved["eight_gaussians/dde-generator"]["generator_updates"] == 200 // 10
     for t in toy2d.toys.TOY_NAMES:
+        for m in ("dde-generator", "mdsm"):  # coverage beside every sample KL
+            r = saved[f"{t}/{m}"]
+            assert len(r["mode_weights"]) == toy2d.toys.get_toy(t).n_components
+            assert abs(sum(r["mode_weights"]) - 1) < 1e-6 and 0 <= r["off_support"] <= 1
+            assert r["kl_reverse"] > -3 * r["kl_reverse_stderr"] - 1e-6
+    for t in toy2d.toys.TOY_NAMES:
         r = saved[f"{t}/dde"]
         # same points, same grid normaliser: exact-minus-model log-likelihood is the density KL
         assert abs((r["test_ll_true"] - r["test_ll_grid"]) - r["kl"]) < 1e-3, t
@@ -40,7 +46,44 @@ def test_toy2d_smoke_writes_metrics_and_figures(tmp_path):
         assert (out / f"{t}.png").stat().st_size > 1000
         assert (out / f"{t}_loss.png").stat().st_size > 1000
     runs = {json.loads(line)["run"] for line in (out / "metrics.jsonl").read_text().splitlines()}
-    assert runs == expected
+    monitors = {f"{t}/dde-generator/monitor" for t in toy2d.toys.TOY_NAMES}
+    assert runs == expected | monitors
+    # the generator's sample KL is watched during training: at steps 100 and 200 (smoke preset)
+    monitor = toy2d.training.read_log(str(out / "metrics.jsonl"), run="rings/dde-generator/monitor")
+    assert [r["step"] for r in monitor] == [100, 200] and all(r["sample_kl"] > 0 for r in monitor)
+
+
+def test_lockstep_recipe_lowers_sample_kl_and_off_support_on_eight_gaussians(tmp_path):
+    # Measured, not hard-coded: the same seed's generator before training (1 iteration, G never
+    # steps at gen_every = 10) against 1,500 iterations of the recipe, at smoke size.
+    def run(iters):
+        argv = ["--preset", "smoke", "--out", str(tmp_path / str(iters)), "--no-progress",
+                "--set", "toys=eight_gaussians", "--set", "methods=dde-generator", "--set", f"gen_iters={iters}",
+                "--set", "gen_monitor_every=0"]
+        return toy2d.main(argv)["eight_gaussians/dde-generator"]
+
+    before, after = run(1), run(1500)
+    assert before["generator_updates"] == 0 and after["generator_updates"] == 150
+    assert after["kl"] + 3 * after["kl_stderr"] < before["kl"] - 3 * before["kl_stderr"], (before["kl"], after["kl"])
+    # 1,000 samples: a standard error of at most 0.016 on each fraction
+    assert after["off_support"] < before["off_support"] - 0.1, (before["off_support"], after["off_support"])
+
+
+def test_toy2d_paper_preset_is_the_dde_code_recipe():
+    paper = dataclasses.replace(toy2d.ToyConfig(), **toy2d.PRESETS["paper"])
+    assert (paper.depth, paper.width, paper.gen_depth, paper.gen_width, paper.weight_init) == (25, 32, 25, 32, "xavier")
+    assert (paper.gen_batch_size, paper.lr, paper.gen_lr, paper.gen_b1, paper.gen_every) == (2048, 1e-3, 1e-3, 0.9, 10)
+    assert (paper.sigma, paper.gen_iters, paper.activation) == (0.2, 5000, "softplus")
+    assert [toy2d._gen_activation(paper, t) for t in ("eight_gaussians", "two_spirals", "checkerboard")] == \
+        ["relu", "relu", "softplus"]
+    # lockstep from random weights: no pre-training, no warm-up, no σ annealing
+    assert (paper.gen_p_pretrained, paper.q_warmup_steps, paper.gen_anneal_sigma, paper.gen_q_init) == \
+        (False, 0, False, "scratch")
+    assert not paper.gen_lr_decay  # Adam at a constant rate, no schedule
+    with pytest.raises(ValueError, match="gen_activation_by_toy"):
+        config.apply_overrides(paper, ["gen_activation_by_toy=moon:relu"]).validate()
+    with pytest.raises(ValueError, match="gen_p_pretrained"):
+        config.apply_overrides(paper, ["gen_p_pretrained=true", "methods=dde-generator"]).validate()
 
 
 def test_config_overrides_and_errors():
@@ -97,3 +140,19 @@ def test_fashion_mnist_smoke_writes_metrics_images_and_resumes(tmp_path):
     x_train, _ = fashion_mnist.data.load_arrays("fashion_mnist", "train", limit=cfg.train_limit)
     _, history, _ = fashion_mnist.train(cfg, x_train, str(out), progress=False)
     assert history == []
+
+
+def test_dde_study_rows_are_valid_configs_and_tabulate():
+    import toy2d_dde_study as study
+
+    for name, deviation in study.DEVIATIONS.items():
+        methods = "dde,dde-generator" if "gen_p_pretrained=true" in deviation else "dde-generator"
+        cfg = config.apply_overrides(toy2d.ToyConfig(), ["toys=eight_gaussians", f"methods={methods}", *deviation])
+        cfg.validate()
+        # every row but the first changes the recipe
+        assert (cfg == toy2d.ToyConfig(toys=("eight_gaussians",), methods=(methods,) if "," not in methods
+                                       else ("dde", "dde-generator"))) == (not deviation), name
+    row = {"kl": 0.01, "kl_stderr": 0.001, "kl_reverse": 0.012, "mode_weight_min": 0.9, "mode_weight_max": 1.1,
+           "off_support": 0.002}
+    table = study.study_table({"recipe (default preset)": row})
+    assert "| recipe (default preset) | 0.0100 ± 0.0010 | 0.0120 | 0.90–1.10 | 0.0020 |" in table

@@ -16,8 +16,8 @@ import fashion_mnist_dde as fmd  # noqa: E402
 from dsm_jax import config  # noqa: E402
 
 KEYS = ("fd", "fd_floor", "fd_gaussian_baseline", "inception_score", "train_seconds", "sample_seconds_per_1k",
-        "classifier_accuracy", "train_steps", "generator_updates", "dde_density")
-DENSITY_KEYS = ("fd", "fd_floor", "inception_score", "sample_seconds_per_1k", "sampler_steps")
+        "classifier_accuracy", "train_steps", "generator_updates", "dde_density", *fmd.CLASS_FIELDS)
+DENSITY_KEYS = ("fd", "fd_floor", "inception_score", "sample_seconds_per_1k", "sampler_steps", *fmd.CLASS_FIELDS)
 
 
 def test_smoke_writes_metrics_images_and_resumes(tmp_path, capsys):
@@ -36,15 +36,24 @@ def test_smoke_writes_metrics_images_and_resumes(tmp_path, capsys):
     for value in (saved["fd"], saved["fd_floor"], saved["fd_gaussian_baseline"], saved["dde_density"]["fd"]):
         assert math.isfinite(value) and value >= 0
     assert 0 < saved["sample_seconds_per_1k"] and 0 < saved["dde_density"]["sample_seconds_per_1k"]
+    for r in (saved, saved["dde_density"]):  # class coverage of the n scored samples
+        assert len(r["class_histogram"]) == 10 and abs(sum(r["class_histogram"]) - 1) < 1e-9
+        assert 0 <= r["classes_under"] <= 10 and r["class_kl"] >= 0
     for png in ("samples.png", "density_samples.png", "loss.png", "train_grid_000020.png", "train_grid_000040.png"):
         assert (out / png).stat().st_size > 1000, png
     samples = np.load(out / "samples.npz")
     assert samples["generator"].shape == (smoke["n_samples"], 32, 32, 1)
     assert samples["density"].shape == (smoke["density_n_samples"], 32, 32, 1)
     assert samples["generator"].min() > 0 and samples["generator"].max() < 1  # sigmoid output
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in lines if r["run"] == "dde"]
     assert records[-1]["step"] == smoke["steps"]
-    assert {"p_loss", "q_loss", "gen_loss", "gen_stepped", "loss"} <= set(records[-1])
+    # the generator is watched during training: FD and class coverage every monitor_every steps
+    monitor = [r for r in lines if r["run"] == "generator_monitor"]
+    assert [r["step"] for r in monitor] == [20, 40]
+    assert all(r["fd"] > 0 and 0 <= r["classes_under"] <= 10 and r["train_seconds"] > 0 for r in monitor)
+    assert {"p_loss", "q_loss", "gen_loss", "gen_stepped"} <= set(records[-1])
+    assert "loss" not in records[-1]  # the DDE losses go by their names, nothing is aliased
     table = capsys.readouterr().out
     assert "| DDE generator (one forward pass) |" in table and "Langevin steps + Tweedie" in table
     # Training again into the same directory restores the finished checkpoint: no step runs,
@@ -61,7 +70,8 @@ def test_conv_arch_trains_a_few_steps(tmp_path):
     # arch=conv: ResNetEnergy for E_p/E_q and the DCGAN-like ConvGenerator, same loop.
     cfg = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"])
     cfg = config.apply_overrides(cfg, ["arch=conv", "conv_width=4", "conv_stages=1", "gen_conv_width=4",
-                                       "steps=4", "gen_every=2", "q_warmup_steps=2", "steps_per_call=2",
+                                       "steps=4", "gen_every=2", "p_warmup_steps=2", "q_warmup_steps=2",
+                                       "steps_per_call=2",
                                        "batch_size=4", "grid_every=0"])
     x_train = np.random.default_rng(0).uniform(size=(32, 32, 32, 1)).astype(np.float32)
     state, history, _ = fmd.train(cfg, x_train, str(tmp_path), progress=False)
@@ -78,6 +88,8 @@ def test_presets_name_real_fields_and_bad_arch():
     assert (paper.batch_size, paper.lr, paper.gen_lr, paper.sigma, paper.gen_every) == (100, 1e-3, 1e-3, 0.5, 10)
     # The paper's networks exactly: no Gaussian term, default initialisation, no E_p warm-up.
     assert (paper.quadratic, paper.gen_init_scale, paper.p_warmup_steps) == (False, 1.0, 0)
+    # ... and the DDE code's lockstep loop: no warm-up of either energy, constant σ.
+    assert (paper.q_warmup_steps, paper.sigma_start) == (0, paper.sigma)
     with pytest.raises(ValueError, match="`arch`"):
         fmd.main(["--preset", "smoke", "--set", "arch=nope", "--out", "/tmp/unused"])
 

@@ -14,6 +14,7 @@ import pytest
 import scipy.linalg
 
 import dsm_jax.image_metrics as im
+from dsm_jax import coverage
 from conftest import random_spd, tree_equal
 
 
@@ -225,6 +226,21 @@ def test_fd_report_floor_and_self_distance(params):
     assert clipped["fd"] == raw["fd"] and clipped["fd"] != rep["fd"]
     with pytest.raises(ValueError, match="`baseline_draws`"):
         im.fd_report(params, test, train, test, n=60, key=jax.random.PRNGKey(1), baseline_draws=0)
+
+
+def test_fd_report_class_coverage_is_the_classifier_split_of_the_samples(params):
+    rng = np.random.default_rng(11)
+    train, _ = _toy_images(rng, 80)
+    test, test_labels = _toy_images(rng, 40)
+    rep = im.fd_report(params, test, train, test, n=40, key=jax.random.PRNGKey(1), n_splits=1, batch_size=40,
+                       baseline_draws=1, test_labels=test_labels)
+    predicted = np.argmax(im.classifier_logits(params, test, batch_size=40), axis=1)
+    expected = coverage.class_coverage(predicted, test_labels)
+    assert {k: rep[k] for k in expected} == expected
+    assert "class_kl" not in im.fd_report(params, test, train, test, n=40, key=jax.random.PRNGKey(1), n_splits=1,
+                                          batch_size=40, baseline_draws=1)
+    with pytest.raises(ValueError, match="`test_labels`"):
+        im.fd_report(params, test, train, test, n=40, key=jax.random.PRNGKey(1), test_labels=test_labels[:-1])
 
 
 # ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NamedTuple
 
 import chex
 import jax
@@ -172,3 +173,18 @@ def test_adam_cosine_schedule_and_bad_arguments():
         dj.fit(step, state, 0, progress=False)
     with pytest.raises(ValueError, match="`steps_per_call`"):
         dj.fit(step, state, 10, steps_per_call=0, progress=False)
+
+
+def test_progress_bar_shows_every_loss_by_name(capsys):
+    # A step reporting p_loss / q_loss / gen_loss (the DDE step) must not show a made-up loss=nan.
+    class S(NamedTuple):
+        step: jax.Array
+
+    def step(state):
+        return S(state.step + 1), {"p_loss": jnp.float32(1.5), "q_loss": jnp.float32(2.5),
+                                   "gen_loss": jnp.float32(-0.25), "grad_norm": jnp.float32(9.0)}
+
+    dj.fit(step, S(jnp.zeros((), jnp.int32)), 4, steps_per_call=2, progress=True, desc="dde")
+    bar = capsys.readouterr().err
+    assert "p_loss=1.5" in bar and "q_loss=2.5" in bar and "gen_loss=-0.25" in bar
+    assert "nan" not in bar and "grad_norm" not in bar
