@@ -29,7 +29,7 @@ DEVIATIONS = {
     "E_q warm-up (500 steps on the initial G)": ("q_warmup_steps=500",),
     "generator Adam β1 = 0.5": ("gen_b1=0.5",),
     "softplus generator": ("gen_activation=softplus",),
-    "σ annealing, pre-trained E_p, E_q warm-up, β1 = 0.5, softplus (the old default)": (
+    "all of them: constant rate, σ annealing, pre-trained E_p, E_q warm-up, β1 = 0.5, softplus (the old default)": (
         "gen_lr_decay=false", "gen_anneal_sigma=true", "gen_p_pretrained=true", "q_warmup_steps=500", "gen_b1=0.5",
         "gen_activation=softplus"),
 }

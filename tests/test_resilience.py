@@ -348,7 +348,7 @@ def test_experiments_refuse_to_write_or_score_nonfinite_samples(tmp_path):
     samples = np.zeros((10, 2), np.float32)
     samples[[3, 7]] = np.nan
     with pytest.raises(FloatingPointError, match="2 of 10 samples are non-finite"):
-        toy2d._sample_metrics(toy2d.ToyConfig(), samples, {}, 0.0, 1)
+        toy2d._sample_metrics(toy2d.ToyConfig(), toy2d.toys.get_toy("rings"), samples, {}, 0.0, 1)
     images = np.full((6, 32, 32, 1), 0.5, np.float32)
     images[4, 0, 0, 0] = np.inf
     with pytest.raises(FloatingPointError, match=r"1 of 6 generator samples are non-finite \(first at index 4\)"):
