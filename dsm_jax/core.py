@@ -23,7 +23,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from dsm_jax import _checks
+from dsm_jax import validation
 
 EnergyFn = Callable[[object, jax.Array], jax.Array]
 GeneratorFn = Callable[[object, jax.Array], jax.Array]
@@ -31,11 +31,11 @@ GeneratorFn = Callable[[object, jax.Array], jax.Array]
 
 def energy_and_grad(energy_fn: EnergyFn, params, x: jax.Array):
     """``(E(x), ∇ₓE(x))`` in one forward/backward pass, shapes validated."""
-    _checks.check_batched("x", x)
+    validation.check_batched("x", x)
 
     def total(x_):
         e = energy_fn(params, x_)
-        _checks.check_energy_output(e, x_)
+        validation.check_energy_output(e, x_)
         return jnp.sum(e), e
 
     (_, e), g = jax.value_and_grad(total, has_aux=True)(x)
@@ -57,7 +57,7 @@ def score(energy_fn: EnergyFn):
 
 def denoiser(energy_fn: EnergyFn, sigma):
     """Tweedie's optimal denoiser ``r(x) = x - σ²∇ₓE(x)`` for noise level ``sigma``."""
-    _checks.check_positive("sigma", sigma)
+    validation.check_positive("sigma", sigma)
 
     def denoise_fn(params, x):
         return x - sigma**2 * energy_grad(energy_fn, params, x)
@@ -81,10 +81,10 @@ def dsm_loss(energy_fn: EnergyFn, sigma):
     Its minimiser is ``E = −log p̂_σ + c``: the energy becomes a density estimate of the
     σ-smoothed data.
     """
-    _checks.check_positive("sigma", sigma)
+    validation.check_positive("sigma", sigma)
 
     def loss_fn(params, key, x):
-        _checks.check_batched("x", x)
+        validation.check_batched("x", x)
         x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
         denoised = x_noisy - sigma**2 * energy_grad(energy_fn, params, x_noisy)
         return jnp.mean(sum_event(jnp.square(denoised - x)))
@@ -109,13 +109,13 @@ def mdsm_loss(energy_fn: EnergyFn, sigma_min, sigma_max, sigma0=0.1, spacing="ge
     ``loss = mean_i ‖x_i − x̃_i + σ₀²∇E(x̃_i)‖² / σ_i²`` (the 1/σ² weight balances scales;
     ``x̃ − σ₀²∇E(x̃)`` is the denoised guess with a fixed σ₀).
     """
-    _checks.check_sigma_range(sigma_min, sigma_max)
-    _checks.check_positive("sigma0", sigma0)
+    validation.check_sigma_range(sigma_min, sigma_max)
+    validation.check_positive("sigma0", sigma0)
     if spacing not in ("geometric", "linear"):
         raise ValueError(f"`spacing` must be 'geometric' or 'linear', got {spacing!r}.")
 
     def loss_fn(params, key, x):
-        _checks.check_batched("x", x)
+        validation.check_batched("x", x)
         key_sigma, key_noise = jax.random.split(key)
         sigmas = sample_sigmas(key_sigma, x.shape[0], sigma_min, sigma_max, spacing)
         sigmas = sigmas.astype(x.dtype)
@@ -135,17 +135,17 @@ def kl_generator_loss(generator_fn: GeneratorFn, energy_fn: EnergyFn, sigma, q_e
     The energies are frozen: gradients flow only into ``gen_params``. ``q_energy_fn``
     defaults to ``energy_fn`` (same architecture for E_p and E_q).
     """
-    _checks.check_positive("sigma", sigma)
+    validation.check_positive("sigma", sigma)
     q_energy_fn = energy_fn if q_energy_fn is None else q_energy_fn
 
     def loss_fn(gen_params, p_params, q_params, key, z):
-        _checks.check_batched("z", z)
+        validation.check_batched("z", z)
         x = generator_fn(gen_params, z)
         x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
         e_p = energy_fn(jax.lax.stop_gradient(p_params), x_noisy)
         e_q = q_energy_fn(jax.lax.stop_gradient(q_params), x_noisy)
-        _checks.check_energy_output(e_p, x_noisy)
-        _checks.check_energy_output(e_q, x_noisy)
+        validation.check_energy_output(e_p, x_noisy)
+        validation.check_energy_output(e_q, x_noisy)
         return jnp.mean(e_p - e_q)
 
     return loss_fn

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dsm_jax import _checks, parallel
+from dsm_jax import parallel, validation
 from dsm_jax.core import dsm_loss, kl_generator_loss
 from dsm_jax.training import apply_loss, with_data
 
@@ -81,11 +81,11 @@ def make_dde_step(
     Metrics: ``p_loss``, ``q_loss``, ``gen_loss`` (the surrogate on this step's latents,
     whether or not G stepped) and ``gen_stepped`` (1 on steps where G was updated).
     """
-    gen_every = _checks.check_positive_int("gen_every", gen_every)
+    gen_every = validation.check_positive_int("gen_every", gen_every)
     latent_fn = _split_latents(latent_fn)
     sigma_at = sigma if callable(sigma) else (lambda step: sigma)
     if not callable(sigma):
-        _checks.check_positive("sigma", sigma)
+        validation.check_positive("sigma", sigma)
 
     def step_on(state: DDEState, x_real):
         sigma_now = sigma_at(state.step)
@@ -124,9 +124,9 @@ def make_dde_step(
 def geometric_sigma_schedule(sigma_start, sigma_end, n_steps):
     """σ(step) decaying geometrically from ``sigma_start`` to ``sigma_end`` over ``n_steps``,
     then constant: a schedule for :func:`make_dde_step`."""
-    _checks.check_positive("sigma_start", sigma_start)
-    _checks.check_positive("sigma_end", sigma_end)
-    n_steps = _checks.check_positive_int("n_steps", n_steps)
+    validation.check_positive("sigma_start", sigma_start)
+    validation.check_positive("sigma_end", sigma_end)
+    n_steps = validation.check_positive_int("n_steps", n_steps)
 
     def sigma(step):
         frac = jnp.clip(step / n_steps, 0.0, 1.0)

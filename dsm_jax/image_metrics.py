@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import _checks, coverage
+from dsm_jax import coverage, validation
 from dsm_jax.nets import MatmulConv
 from dsm_jax.training import adam, fit, init_train_state, make_train_step
 
@@ -153,7 +153,7 @@ def _check_matrix(name: str, x, min_rows: int = 1) -> np.ndarray:
 
 
 def _check_n(n, available: int, what: str) -> int:
-    n = _checks.check_positive_int("n", n)
+    n = validation.check_positive_int("n", n)
     if n > available:
         raise ValueError(f"`n` = {n} is larger than the {available} {what}; lower `n` or pass more.")
     return n
@@ -171,7 +171,7 @@ def _forward_chunked(params, images, batch_size: int, name: str = "images"):
     """(features, logits) as numpy, in chunks of one fixed size (the last one zero-padded)
     so a single shape is compiled whatever ``len(images)``."""
     images = _check_images(name, images)
-    batch_size = min(_checks.check_positive_int("batch_size", batch_size), len(images))
+    batch_size = min(validation.check_positive_int("batch_size", batch_size), len(images))
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -255,8 +255,8 @@ def train_classifier(
     t0 = time.perf_counter()
     images = _check_images("images", images)
     labels = _check_labels("labels", labels, len(images))
-    steps = _checks.check_positive_int("steps", steps)
-    batch_size = _checks.check_positive_int("batch_size", batch_size)
+    steps = validation.check_positive_int("steps", steps)
+    batch_size = validation.check_positive_int("batch_size", batch_size)
     if batch_size > len(images):
         raise ValueError(f"`batch_size` = {batch_size} exceeds the {len(images)} training images; lower it.")
     if (test_images is None) != (test_labels is None):
@@ -413,7 +413,7 @@ def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float
     any model compared against it.
     """
     images = _check_images("train_images", train_images)
-    _checks.check_nonnegative("jitter", jitter)
+    validation.check_nonnegative("jitter", jitter)
     flat = images.reshape(len(images), -1).astype(np.float64)
     if len(flat) < 2:
         raise ValueError("`train_images` needs at least 2 images to fit a covariance.")
@@ -430,7 +430,7 @@ def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float
         return x.reshape(n, *IMAGE_SHAPE)
 
     def sample(key, n):
-        return np.asarray(draw(key, _checks.check_positive_int("n", n)))
+        return np.asarray(draw(key, validation.check_positive_int("n", n)))
 
     return sample
 
@@ -472,7 +472,7 @@ def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
     samples = _check_images("sample_images", sample_images)
     if clip_samples:
         samples = np.clip(samples, 0.0, 1.0)
-    baseline_draws = _checks.check_positive_int("baseline_draws", baseline_draws)
+    baseline_draws = validation.check_positive_int("baseline_draws", baseline_draws)
     train = _check_images("train_images", train_images)
     test = _check_images("test_images", test_images)
     n = _check_n(n, len(samples), "sample images")

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsm_jax import _checks
+from dsm_jax import validation
 
 MASK_KINDS = ("lower_half", "centre_square", "random_half")
 
@@ -80,7 +80,7 @@ def _masked_sq_distances(x, observed, train):
 def nearest_visible_fill(x, observed, train_images, chunk_size: int = 8192) -> np.ndarray:
     """Baseline 2: the missing pixels taken from the training image nearest to ``x`` on the
     observed pixels (exact search, chunked over the training set)."""
-    _checks.check_positive_int("chunk_size", chunk_size)
+    validation.check_positive_int("chunk_size", chunk_size)
     x, observed = jnp.asarray(x, jnp.float32), jnp.asarray(observed, jnp.float32)
     train_images = np.asarray(train_images, np.float32)
     best_d = np.full(len(x), np.inf)

@@ -47,7 +47,7 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from dsm_jax import _checks
+from dsm_jax import validation
 from dsm_jax.core import EnergyFn, energy_and_grad, sum_event
 
 __all__ = [
@@ -147,7 +147,7 @@ def _proposal(event_shape, mean, scale):
                 f"`{name}` of shape {v.shape} broadcasts beyond event_shape {event_shape}; pass a "
                 f"scalar or an array of shape {event_shape}."
             )
-    _checks.check_positive("proposal_scale", scale)
+    validation.check_positive("proposal_scale", scale)
     return jnp.broadcast_to(mean, event_shape), jnp.broadcast_to(scale, event_shape)
 
 
@@ -227,9 +227,9 @@ def is_log_z(
     DDE bug (:func:`dde_buggy_proposal_log_density`) with otherwise identical machinery.
     """
     event_shape = _check_event_shape(event_shape)
-    n_samples = _checks.check_positive_int("n_samples", n_samples)
-    n_batches = _checks.check_positive_int("n_batches", n_batches, 2)
-    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
+    n_samples = validation.check_positive_int("n_samples", n_samples)
+    n_batches = validation.check_positive_int("n_batches", n_batches, 2)
+    chunk_size = validation.check_positive_int("chunk_size", chunk_size)
     if n_samples % n_batches:
         raise ValueError(
             f"`n_samples` ({n_samples}) must be a multiple of `n_batches` ({n_batches}); e.g. "
@@ -291,8 +291,8 @@ def sigmoid_schedule(n_temps: int, delta: float = 4.0) -> jax.Array:
     rescaled to start at 0 and end at 1 — small steps near both ends, where the annealed
     distributions change fastest. ``delta → 0`` gives a linear schedule.
     """
-    n_temps = _checks.check_positive_int("n_temps", n_temps)
-    _checks.check_positive("delta", delta)
+    n_temps = validation.check_positive_int("n_temps", n_temps)
+    validation.check_positive("delta", delta)
     t = np.linspace(-1.0, 1.0, n_temps + 1) * float(delta)
     s = 1.0 / (1.0 + np.exp(-t))
     betas = (s - s[0]) / (s[-1] - s[0])
@@ -301,7 +301,7 @@ def sigmoid_schedule(n_temps: int, delta: float = 4.0) -> jax.Array:
 
 
 def _check_betas(betas):
-    if not _checks.is_concrete(betas):
+    if not validation.is_concrete(betas):
         return jnp.asarray(betas, jnp.float32)  # traced: the caller vouches for it
     b = np.asarray(betas, np.float64)
     if b.ndim != 1 or b.shape[0] < 2:
@@ -390,8 +390,8 @@ def ais_log_z(
         raise ValueError(f"`kernel` must be 'mala' or 'ula', got {kernel!r}.")
     betas = sigmoid_schedule(n_temps) if betas is None else _check_betas(betas)
     n_temps = betas.shape[0] - 1
-    n_chains = _checks.check_positive_int("n_chains", n_chains)
-    chains_per_chunk = min(_checks.check_positive_int("chains_per_chunk", chains_per_chunk), n_chains)
+    n_chains = validation.check_positive_int("n_chains", n_chains)
+    chains_per_chunk = min(validation.check_positive_int("chains_per_chunk", chains_per_chunk), n_chains)
     if n_chains % chains_per_chunk:
         raise ValueError(
             f"`n_chains` ({n_chains}) must be a multiple of `chains_per_chunk` ({chains_per_chunk}); "
@@ -399,11 +399,11 @@ def ais_log_z(
         )
     if n_chains < 2:
         raise ValueError(f"`n_chains` must be >= 2 for a standard error, got {n_chains}.")
-    n_mcmc = _checks.check_positive_int("n_mcmc", n_mcmc)
+    n_mcmc = validation.check_positive_int("n_mcmc", n_mcmc)
     d = int(np.prod(event_shape))
     if step_size is None:
         step_size = d ** (-1.0 / 3.0)
-    _checks.check_positive("step_size", step_size)
+    validation.check_positive("step_size", step_size)
     step_size = jnp.asarray(step_size, jnp.float32)
     if step_size.ndim != 0 and step_size.shape != (n_temps,):
         raise ValueError(
@@ -413,8 +413,8 @@ def ais_log_z(
     if not isinstance(adapt_step_size, bool):
         raise ValueError(f"`adapt_step_size` must be True or False, got {adapt_step_size!r}.")
     target_accept = _check_float_in("target_accept", target_accept, 0.0, 1.0)
-    pilot_chains = _checks.check_positive_int("pilot_chains", pilot_chains)
-    pilot_steps = _checks.check_positive_int("pilot_steps", pilot_steps)
+    pilot_chains = validation.check_positive_int("pilot_chains", pilot_chains)
+    pilot_steps = validation.check_positive_int("pilot_steps", pilot_steps)
     _check_key(key)
     _check_energy_fn(energy_fn, params, event_shape)
     mean, scale = _proposal(event_shape, proposal_mean, proposal_scale)
@@ -610,8 +610,8 @@ def grid_log_z(
         raise ValueError(f"`bounds` must be a pair (lo, hi) of numbers with lo < hi, got {bounds!r}.") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(f"`bounds` must be a pair (lo, hi) of finite numbers with lo < hi, got {bounds!r}.")
-    n = (4096 if d == 1 else 256) if n is None else _checks.check_positive_int("n", n, 4)
-    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
+    n = (4096 if d == 1 else 256) if n is None else validation.check_positive_int("n", n, 4)
+    chunk_size = validation.check_positive_int("chunk_size", chunk_size)
     _check_energy_fn(energy_fn, params, event_shape)
 
     def reshaped(p, x):
@@ -684,8 +684,8 @@ def estimate_log_z(energy_fn: EnergyFn, params, key, event_shape, method: str = 
     data = opts.pop("data", None)
     inflation = opts.pop("scale_inflation", 1.5)
     min_scale = opts.pop("min_scale", 1e-3)
-    _checks.check_positive("scale_inflation", inflation)
-    _checks.check_positive("min_scale", min_scale)
+    validation.check_positive("scale_inflation", inflation)
+    validation.check_positive("min_scale", min_scale)
     mean, scale = opts.pop("proposal_mean", None), opts.pop("proposal_scale", None)
     if data is not None:
         data = jnp.asarray(data, jnp.float32)
@@ -701,7 +701,7 @@ def estimate_log_z(energy_fn: EnergyFn, params, key, event_shape, method: str = 
     if method == "grid":
         if "bounds" not in opts:
             m, s = _proposal(event_shape, mean, scale)
-            if not (_checks.is_concrete(m) and _checks.is_concrete(s)):
+            if not (validation.is_concrete(m) and validation.is_concrete(s)):
                 raise ValueError("Pass `bounds=(lo, hi)` for method='grid' under jit (traced proposal).")
             opts["bounds"] = (float(jnp.min(m - 8.0 * s)), float(jnp.max(m + 8.0 * s)))
         return grid_log_z(energy_fn, params, event_shape, **opts)
@@ -715,9 +715,9 @@ def estimate_log_z(energy_fn: EnergyFn, params, key, event_shape, method: str = 
 
 def log_likelihood(energy_fn: EnergyFn, params, x, log_z):
     """``log p(x) = −E(x) − log Z`` per example: shape ``(batch,)``. Pure, jit-able."""
-    _checks.check_batched("x", x)
+    validation.check_batched("x", x)
     e = energy_fn(params, x)
-    _checks.check_energy_output(e, x)
+    validation.check_energy_output(e, x)
     return -e - log_z
 
 
@@ -738,12 +738,12 @@ def evaluate_log_likelihood(
     (test-sample part only), ``bits_per_dim``, ``bits_per_dim_stderr``, ``log_z``,
     ``log_z_stderr``, ``n``, ``dim``. The energy is evaluated in chunks of ``chunk_size``.
     """
-    _checks.check_batched("x_test", x_test)
+    validation.check_batched("x_test", x_test)
     n = int(jnp.shape(x_test)[0])
     if n < 2:
         raise ValueError(f"`x_test` needs at least 2 examples for a standard error, got {n}.")
-    chunk_size = _checks.check_positive_int("chunk_size", chunk_size)
-    _checks.check_nonnegative("log_z_stderr", log_z_stderr)
+    chunk_size = validation.check_positive_int("chunk_size", chunk_size)
+    validation.check_nonnegative("log_z_stderr", log_z_stderr)
     log_z, log_z_stderr = float(log_z), float(log_z_stderr)
     if not math.isfinite(log_z):
         raise ValueError(f"`log_z` must be finite, got {log_z}; check the log Z estimate.")
@@ -753,7 +753,7 @@ def evaluate_log_likelihood(
     for start in range(0, n, chunk_size):
         xc = jnp.asarray(x_test[start:start + chunk_size])
         e = efn(params, xc)
-        _checks.check_energy_output(e, xc)
+        validation.check_energy_output(e, xc)
         parts.append(np.asarray(e, np.float64))
     neg_e = -np.concatenate(parts)
     ll = float(np.mean(neg_e)) - log_z

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dsm_jax import _checks
+from dsm_jax import validation
 from dsm_jax.core import EnergyFn, denoiser, energy_and_grad, sum_event
 
 
@@ -103,14 +103,14 @@ def _schedule(name: str, value, n_steps: int):
 
 
 def _chain_sampler(kernel, energy_fn, step_size, n_steps, temperatures, return_info):
-    n_steps = _checks.check_positive_int("n_steps", n_steps)
-    _checks.check_positive("step_size", step_size)
-    temperatures = _checks.check_temperatures(temperatures, n_steps)
+    n_steps = validation.check_positive_int("n_steps", n_steps)
+    validation.check_positive("step_size", step_size)
+    temperatures = validation.check_temperatures(temperatures, n_steps)
     step_sizes = _schedule("step_size", step_size, n_steps)
 
     def sample_fn(params, key, x0, free_mask=None):
-        _checks.check_batched("x0", x0)
-        _checks.check_mask("free_mask", free_mask, x0)
+        validation.check_batched("x0", x0)
+        validation.check_mask("free_mask", free_mask, x0)
 
         def body(state, inputs):
             step_key, eta, temp = inputs
@@ -140,7 +140,7 @@ def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, ret
     ``StepInfo.acceptance_rate`` when ``return_info=True``.
     """
     if temperatures is not None:
-        _checks.check_positive("temperatures", temperatures)
+        validation.check_positive("temperatures", temperatures)
     return _chain_sampler(mala_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures, return_info)
 
 
@@ -158,8 +158,8 @@ def mdsm_temperature_schedule(
             raise ValueError(f"`{name}` must be an int >= 0, got {n!r}.")
     if n_constant + n_exponential + n_linear == 0:
         raise ValueError("The schedule is empty: make one of n_constant/n_exponential/n_linear > 0.")
-    _checks.check_positive("t_high", t_high)
-    _checks.check_positive("t_low", t_low)
+    validation.check_positive("t_high", t_high)
+    validation.check_positive("t_low", t_low)
     frac_exp = jnp.arange(1, n_exponential + 1, dtype=jnp.float32) / max(n_exponential, 1)
     frac_lin = jnp.arange(1, n_linear + 1, dtype=jnp.float32) / max(n_linear, 1)
     return jnp.concatenate([
@@ -186,7 +186,7 @@ def annealed_langevin(
     """
     if temperatures is None:
         temperatures = mdsm_temperature_schedule()
-    _checks.check_positive("sigma0", sigma0)
+    validation.check_positive("sigma0", sigma0)
     final_denoise = denoiser(energy_fn, sigma0)
     if jnp.ndim(temperatures) != 1 or jnp.shape(temperatures)[0] == 0:
         raise ValueError(
@@ -213,8 +213,8 @@ def inpainter(energy_fn: EnergyFn, step_size=0.02**2, temperatures=None, sigma0=
     sampler = annealed_langevin(energy_fn, step_size, temperatures, sigma0, denoise)
 
     def inpaint_fn(params, key, x, observed_mask):
-        _checks.check_batched("x", x)
-        _checks.check_mask("observed_mask", observed_mask, x)
+        validation.check_batched("x", x)
+        validation.check_mask("observed_mask", observed_mask, x)
         return sampler(params, key, x, 1.0 - jnp.asarray(observed_mask, x.dtype))
 
     return inpaint_fn
@@ -233,8 +233,8 @@ def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *
     import numpy as np
     from tqdm.auto import tqdm
 
-    n = _checks.check_positive_int("n", n)
-    chunk_size = min(_checks.check_positive_int("chunk_size", chunk_size), n)
+    n = validation.check_positive_int("n", n)
+    chunk_size = min(validation.check_positive_int("chunk_size", chunk_size), n)
     n_chunks = -(-n // chunk_size)
     out, n_bad, first_bad = [], 0, None
     for i in tqdm(range(n_chunks), desc=desc, disable=not progress, dynamic_ncols=True):

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from dsm_jax import _checks, parallel
+from dsm_jax import parallel, validation
 
 
 class TrainState(NamedTuple):
@@ -120,7 +120,7 @@ def with_data(step_on, data_fn: Callable):
 
 def adam(learning_rate, b1=0.9, b2=0.999, total_steps=None, final_lr=None, clip_norm=None):
     """Adam with optional cosine decay to ``final_lr`` over ``total_steps`` and gradient clipping."""
-    _checks.check_positive("learning_rate", learning_rate)
+    validation.check_positive("learning_rate", learning_rate)
     lr = learning_rate
     if total_steps is not None and final_lr is not None:
         lr = optax.cosine_decay_schedule(learning_rate, total_steps, alpha=final_lr / learning_rate)
@@ -433,8 +433,8 @@ def fit(
     ``compiler_options`` go to the chunk's ``jax.jit`` (e.g.
     ``dsm_jax.compiler_options(ynn_fusions=False)``, see :mod:`dsm_jax.xla`).
     """
-    n_steps = _checks.check_positive_int("n_steps", n_steps)
-    steps_per_call = _checks.check_positive_int("steps_per_call", steps_per_call)
+    n_steps = validation.check_positive_int("n_steps", n_steps)
+    steps_per_call = validation.check_positive_int("steps_per_call", steps_per_call)
     ckpt = Checkpoints(checkpoint_dir, keep=keep_checkpoints, cleanup_tmp=True) if checkpoint_dir else None
     take = getattr(batches, "next_stacked", batches)
     tracks_position = hasattr(batches, "position") and hasattr(batches, "set_position")
