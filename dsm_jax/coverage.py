@@ -14,20 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dsm_jax import validation
 from dsm_jax.toy import Toy2D
 
 __all__ = ["toy_coverage", "class_coverage"]
-
-
-def _finite_points(name, x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (n, 2) with n >= 1, got {x.shape}.")
-    bad = ~np.isfinite(x).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{name} holds {int(bad.sum())} non-finite rows of {len(x)} (first at {int(np.argmax(bad))}); "
-                         f"drop them or fix the sampler before measuring coverage.")
-    return x
 
 
 def toy_coverage(toy: Toy2D, samples, sigma, off_support_z: float = 3.0) -> dict:
@@ -40,9 +30,10 @@ def toy_coverage(toy: Toy2D, samples, sigma, off_support_z: float = 3.0) -> dict
     from every component). For exact samples of ``p̂_σ`` of ``eight_gaussians`` the
     off-support fraction is ``exp(−z²/2)`` (0.011 at z = 3); for clean samples it is lower.
     """
-    samples = _finite_points("samples", samples)
-    if not (isinstance(off_support_z, (int, float)) and off_support_z > 0):
-        raise ValueError(f"off_support_z must be a number > 0 (standard deviations), got {off_support_z!r}.")
+    validation.check_instance("toy", toy, Toy2D, "from dsm_jax.toy.get_toy(name)")
+    samples = validation.check_points_2d("samples", np.asarray(samples), finite=True)
+    if not validation.is_real_number(off_support_z) or not 0 < off_support_z < np.inf:
+        raise ValueError(f"`off_support_z` must be a finite number > 0 (standard deviations), got {off_support_z!r}.")
     index, z = toy.nearest_component(samples, sigma)
     index, z = np.asarray(index), np.asarray(z)
     weights = np.bincount(index, minlength=toy.n_components) / len(index)
@@ -54,17 +45,6 @@ def toy_coverage(toy: Toy2D, samples, sigma, off_support_z: float = 3.0) -> dict
     }
 
 
-def _labels(name, labels, n_classes) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be a non-empty 1-D array of integer class labels, got dtype "
-                         f"{labels.dtype} and shape {labels.shape} (argmax the classifier's logits first).")
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise ValueError(f"{name} must hold labels in [0, {n_classes}), got range [{labels.min()}, {labels.max()}]; "
-                         f"pass the right n_classes.")
-    return labels
-
-
 def class_coverage(labels, reference_labels, n_classes: int = 10, min_fraction: float = 0.02) -> dict:
     """Class split of generated samples (``labels``: a classifier's predicted class per sample)
     against ``reference_labels`` (e.g. the test set's true labels).
@@ -74,12 +54,11 @@ def class_coverage(labels, reference_labels, n_classes: int = 10, min_fraction: 
     under a uniform reference), ``classes_under`` (how many classes get less than
     ``min_fraction`` of the samples), ``class_min`` (the smallest share) and ``min_fraction``.
     """
-    if not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
-        raise ValueError(f"n_classes must be an int >= 2, got {n_classes!r}.")
-    if not (isinstance(min_fraction, (int, float)) and 0 <= min_fraction < 1):
-        raise ValueError(f"min_fraction must be in [0, 1), got {min_fraction!r}.")
-    hist = np.bincount(_labels("labels", labels, n_classes), minlength=n_classes) / len(labels)
-    ref = np.bincount(_labels("reference_labels", reference_labels, n_classes), minlength=n_classes)
+    n_classes = validation.check_int("n_classes", n_classes, minimum=2)
+    if not validation.is_real_number(min_fraction) or not 0 <= min_fraction < 1:
+        raise ValueError(f"`min_fraction` must be a number in [0, 1), got {min_fraction!r}.")
+    hist = np.bincount(validation.check_class_labels("labels", labels, n_classes), minlength=n_classes) / len(labels)
+    ref = np.bincount(validation.check_class_labels("reference_labels", reference_labels, n_classes), minlength=n_classes)
     ref = ref / ref.sum()
     if np.any((hist > 0) & (ref == 0)):
         missing = [int(c) for c in np.flatnonzero((hist > 0) & (ref == 0))]

@@ -23,9 +23,10 @@ def observed_mask(kind: str, shape, key=None) -> np.ndarray:
     (H/2)×(W/2) square is missing; ``random_half``: each pixel (all channels together) is
     missing with probability 1/2, independently per image (needs ``key``).
     """
-    if len(shape) != 4:
-        raise ValueError(f"`shape` must be (n, H, W, C), got {tuple(shape)}.")
-    n, h, w, c = shape
+    if (not isinstance(shape, (tuple, list)) or len(shape) != 4
+            or not all(validation.is_real_number(d) and int(d) == d and d >= 1 for d in shape)):
+        raise ValueError(f"`shape` must be (n, H, W, C) of ints >= 1, got {shape!r}.")
+    n, h, w, c = (int(d) for d in shape)
     mask = np.ones(shape, np.float32)
     if kind == "lower_half":
         mask[:, h // 2:] = 0.0
@@ -46,10 +47,12 @@ def psnr(estimate, truth, observed, data_range: float = 1.0) -> np.ndarray:
 
     Estimates are clipped to [0, data_range] first, as a displayed image would be.
     """
+    validation.check_positive("data_range", data_range)
+    validation.check_binary_mask("observed", observed)
     estimate, truth, observed = (np.asarray(a, np.float64) for a in (estimate, truth, observed))
-    if not (estimate.shape == truth.shape == observed.shape):
+    if not (estimate.shape == truth.shape == observed.shape) or truth.ndim < 2:
         raise ValueError(
-            f"`estimate`, `truth` and `observed` must have the same shape, got "
+            f"`estimate`, `truth` and `observed` must have the same shape (n, *image), got "
             f"{estimate.shape}, {truth.shape}, {observed.shape}."
         )
     missing = (1.0 - observed).reshape(len(truth), -1)
@@ -62,6 +65,9 @@ def psnr(estimate, truth, observed, data_range: float = 1.0) -> np.ndarray:
 
 def mean_image_fill(x, observed, train_images) -> np.ndarray:
     """Baseline 1: the missing pixels taken from the mean training image."""
+    validation.check_batched("x", x)
+    validation.check_mask("observed", observed, x)
+    validation.check_images_like("train_images", train_images, x)
     mean = np.asarray(train_images, np.float32).mean(axis=0, keepdims=True)
     return np.where(np.asarray(observed) > 0, np.asarray(x), mean)
 
@@ -81,7 +87,11 @@ def nearest_visible_fill(x, observed, train_images, chunk_size: int = 8192) -> n
     """Baseline 2: the missing pixels taken from the training image nearest to ``x`` on the
     observed pixels (exact search, chunked over the training set)."""
     validation.check_positive_int("chunk_size", chunk_size)
-    x, observed = jnp.asarray(x, jnp.float32), jnp.asarray(observed, jnp.float32)
+    validation.check_batched("x", x)
+    validation.check_mask("observed", observed, x)
+    validation.check_images_like("train_images", train_images, x)
+    x = jnp.asarray(x, jnp.float32)
+    observed = jnp.broadcast_to(jnp.asarray(observed, jnp.float32), x.shape)  # a shared mask: per image
     train_images = np.asarray(train_images, np.float32)
     best_d = np.full(len(x), np.inf)
     best_i = np.zeros(len(x), np.int64)

@@ -27,7 +27,10 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
 
-from dsm_jax.toy import Toy2D, _check_points, _check_sigma
+import warnings
+
+from dsm_jax import validation
+from dsm_jax.toy import Toy2D
 
 __all__ = [
     "Grid2D",
@@ -54,21 +57,18 @@ class Grid2D(NamedTuple):
 
 def make_grid(bounds, n: int = 256) -> Grid2D:
     """Grid of ``n * n`` cell centres covering the square ``bounds^2``."""
-    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
-        raise ValueError(f"bounds must be (lo, hi) with lo < hi, got {bounds!r}.")
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an int >= 2 (points per axis), got {n!r}.")
-    lo, hi = float(bounds[0]), float(bounds[1])
+    try:
+        lo, hi = (float(validation.check_real("bounds", b)) for b in bounds)
+    except (TypeError, ValueError):  # not a pair of numbers
+        lo = hi = None
+    if lo is None or not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"`bounds` must be (lo, hi) with finite lo < hi, got {bounds!r}.")
+    n = validation.check_int("n", n, minimum=2, what="points per axis")
     h = (hi - lo) / n
     c = lo + (np.arange(n) + 0.5) * h  # cell centres: midpoint rule
     xx, yy = np.meshgrid(c, c)  # yy varies along rows
     pts = np.stack([xx.ravel(), yy.ravel()], -1).astype(np.float32)
     return Grid2D(jnp.asarray(pts), int(n), (lo, hi), h * h)
-
-
-def _check_chunk(chunk_size):
-    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}.")
 
 
 def _chunked(fn, x, chunk_size):
@@ -86,7 +86,9 @@ def _chunked(fn, x, chunk_size):
 
 def grid_log_normalizer(energy_fn: Callable, params, grid: Grid2D, chunk_size: int = 16384):
     """``log Z ≈ log Σ_cells exp(−E) · cell_area`` (midpoint rule on the grid)."""
-    _check_chunk(chunk_size)
+    validation.check_callable("energy_fn", energy_fn)
+    validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
+    validation.check_int("chunk_size", chunk_size)
     energy = _chunked(lambda c: energy_fn(params, c), grid.points, chunk_size)
     if energy.shape != (grid.points.shape[0],):
         raise ValueError(
@@ -115,7 +117,9 @@ def density_kl(log_p_true: Callable, log_p_model: Callable, x_true):
 
     ``x_true`` must be samples of ``p̂`` (e.g. :func:`dsm_jax.toy.sample_smoothed`).
     Returns ``(kl, stderr)`` with ``stderr = std / sqrt(n)``."""
-    x_true = _check_points(x_true, "x_true")
+    validation.check_callable("log_p_true", log_p_true)
+    validation.check_callable("log_p_model", log_p_model)
+    x_true = validation.check_points_2d("x_true", x_true, finite=True)
     d = log_p_true(x_true) - log_p_model(x_true)
     n = d.shape[0]
     if n < 2:
@@ -172,14 +176,14 @@ def smoothed_empirical_log_density(samples, sigma, chunk_size: int = 1024) -> Ca
     """``x -> log q̂(x)`` with ``q̂ = mean_j N(samples_j, σ² I)``, the σ-smoothed
     empirical law. Chunked over x and samples (running logsumexp): peak
     memory is a few ``chunk_size²`` floats whatever the sizes."""
-    samples = _check_points(samples, "samples")
-    _check_sigma(sigma, strict=True)
-    _check_chunk(chunk_size)
+    samples = jnp.asarray(validation.check_points_2d("samples", samples, finite=True))
+    validation.check_sigma("sigma", sigma, strict=True)
+    validation.check_int("chunk_size", chunk_size)
     sigma = jnp.asarray(sigma, jnp.float32)
     weights = jnp.full((samples.shape[0], 1), 1.0 / samples.shape[0])
 
     def log_q(x):
-        return _kde_log_density(samples, weights, sigma, _check_points(x), chunk_size)[:, 0]
+        return _kde_log_density(samples, weights, sigma, jnp.asarray(validation.check_points_2d("x", x)), chunk_size)[:, 0]
 
     return log_q
 
@@ -228,13 +232,22 @@ def sample_kl(
     (conservative: about 1.5x the spread over independent samples, since
     resamples hold duplicates). Compare with :func:`kl_floor` for the same
     ``n``, ``sigma`` and grid.
-    Returns a dict of scalar arrays (``float()`` them for logging)."""
-    samples = _check_points(samples, "samples")
-    _check_sigma(sigma, strict=True)
-    if not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
-        raise ValueError(f"n_boot must be an int >= 2 (bootstrap replicates), got {n_boot!r}.")
-    _check_chunk(chunk_size)
-    key = jax.random.PRNGKey(0) if key is None else key
+    Returns a dict of scalar arrays (``float()`` them for logging).
+
+    Refused before compute: non-finite ``samples`` (a NaN would make every KL NaN; checked
+    when ``samples`` is concrete, not under ``jit``), ``sigma <= 0``, ``n_boot < 2``.
+    ``key`` (the bootstrap's) is required; ``key=None`` still means ``PRNGKey(0)`` but is
+    deprecated and warns."""
+    samples = jnp.asarray(validation.check_points_2d("samples", samples, finite=True))
+    validation.check_callable("log_p_true", log_p_true)
+    validation.check_sigma("sigma", sigma, strict=True)
+    validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
+    validation.check_int("n_boot", n_boot, minimum=2, what="bootstrap replicates")
+    validation.check_int("chunk_size", chunk_size)
+    if key is None:
+        warnings.warn("sample_kl(key=None) uses PRNGKey(0) for the bootstrap, the same resamples on every "
+                      "call; pass key=jax.random.PRNGKey(...) (None is deprecated).", DeprecationWarning, stacklevel=2)
+        key = jax.random.PRNGKey(0)
     log_p = log_p_true(grid.points)
     if log_p.shape != (grid.points.shape[0],):
         raise ValueError(f"log_p_true must map (n, 2) -> (n,), got shape {log_p.shape}.")
@@ -269,6 +282,7 @@ def kl_floor(
 ) -> dict:
     """:func:`sample_kl` of ``n`` exact clean samples of ``toy``: the value a
     perfect sampler would score (finite-``n`` kernel bias + noise)."""
+    validation.check_instance("toy", toy, Toy2D, "from dsm_jax.toy.get_toy(name)")
     k_sample, k_boot = jax.random.split(key)
     return sample_kl(
         toy.sample(k_sample, n),
@@ -284,4 +298,6 @@ def kl_floor(
 def log_density_grid_image(log_fn: Callable, grid: Grid2D) -> np.ndarray:
     """``log_fn`` on the grid as an ``(n, n)`` array, row = y, column = x: use
     ``plt.imshow(img, origin="lower", extent=grid.bounds * 2)``."""
+    validation.check_callable("log_fn", log_fn)
+    validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
     return np.asarray(log_fn(grid.points)).reshape(grid.n, grid.n)

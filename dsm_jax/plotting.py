@@ -1,13 +1,16 @@
-"""PNG figures of what the models produce (matplotlib, headless)."""
+"""PNG figures of what the models produce (matplotlib, headless).
+
+Figures are built with the object-oriented API (``matplotlib.figure.Figure``, which
+renders to PNG through Agg on ``savefig``), never through pyplot: importing this module
+leaves the user's backend alone (a notebook keeps its inline figures) and headless runs
+need no display.
+"""
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dsm_jax import metrics  # noqa: E402
+from dsm_jax import metrics, validation
 
 
 def _heat(ax, image, bounds, title):
@@ -21,8 +24,10 @@ def _heat(ax, image, bounds, title):
 def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: str) -> None:
     """True p̂_σ, then per method the learned density or the samples over the true density."""
     true_img = np.exp(metrics.log_density_grid_image(lambda x: toy.log_density(x, sigma), grid))
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(3.2 * (1 + len(panels)), 3.4))
-    axes = np.atleast_1d(axes)
+    if not isinstance(panels, dict):
+        raise TypeError(f"`panels` must be a dict method -> {{'log_density': fn}} or {{'samples': array}}, got {type(panels).__name__}.")
+    fig = Figure(figsize=(3.2 * (1 + len(panels)), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(panels)))
     _heat(axes[0], true_img, grid.bounds, f"true p̂ (σ={sigma})")
     for ax, (method, panel) in zip(axes[1:], panels.items()):
         r = results[f"{toy_name}/{method}"]
@@ -37,7 +42,6 @@ def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: st
             ax.set_ylim(*grid.bounds)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> None:
@@ -45,8 +49,11 @@ def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> N
     records ``{"step": ..., metric: value, ...}`` (a :func:`dsm_jax.training.read_log`
     result); ``series[name]`` maps each legend label to the metric it plots (default
     ``{"loss": "loss"}``). A panel whose metrics are all KLs is drawn on a log scale."""
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError(f"`curves` must be a non-empty dict run name -> list of records, got {curves!r:.80}.")
     series = series or {}
-    fig, axes = plt.subplots(1, len(curves), figsize=(3.8 * len(curves), 2.9), squeeze=False)
+    fig = Figure(figsize=(3.8 * len(curves), 2.9))
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (name, history) in zip(axes[0], curves.items()):
         lines = series.get(name, {"loss": "loss"})
         for label, key in lines.items():
@@ -62,13 +69,16 @@ def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> N
         ax.set_ylabel(next(iter(lines)) if len(lines) == 1 else "value")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None:
     """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid. Non-finite images
     raise ``FloatingPointError`` (clipping would hide them) and nothing is written."""
+    n_cols = validation.check_int("n_cols", n_cols)
     images = np.asarray(images)
+    if images.ndim not in (3, 4) or len(images) == 0 or not np.issubdtype(images.dtype, np.number):
+        raise ValueError(f"`images` must be a non-empty numeric array (n, H, W) or (n, H, W, C), got shape "
+                         f"{images.shape} and dtype {images.dtype}.")
     finite = np.isfinite(images).reshape(len(images), -1).all(axis=1)
     if not finite.all():
         raise FloatingPointError(f"{int((~finite).sum())} of {len(images)} images for {path} are non-finite "
@@ -83,10 +93,10 @@ def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None
     for i in range(n):
         r, c = divmod(i, n_cols)
         canvas[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = images[i]
-    fig = plt.figure(figsize=(canvas.shape[1] / 40, canvas.shape[0] / 40 + (0.3 if title else 0)))
-    plt.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1)
-    plt.axis("off")
+    fig = Figure(figsize=(canvas.shape[1] / 40, canvas.shape[0] / 40 + (0.3 if title else 0)))
+    ax = fig.add_subplot()
+    ax.imshow(canvas, cmap="gray" if canvas.ndim == 2 else None, vmin=0, vmax=1)
+    ax.axis("off")
     if title:
-        plt.title(title, fontsize=8)
+        ax.set_title(title, fontsize=8)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)

@@ -21,6 +21,8 @@ import numpy as np
 from jax import lax
 from jax.scipy.special import i0e, log_ndtr, logsumexp
 
+from dsm_jax import validation
+
 __all__ = ["Toy2D", "TOY_NAMES", "get_toy", "sample_smoothed"]
 
 
@@ -47,40 +49,6 @@ class Toy2D(NamedTuple):
 TOY_NAMES = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
 
 
-# ----------------------------------------------------------------------------
-# input checks (only on concrete values: under jit sigma may be a tracer)
-
-
-def _concrete(v):
-    try:
-        return float(v)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
-
-
-def _check_sigma(sigma, name="sigma", strict=False):
-    if jnp.ndim(sigma) != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(sigma)}.")
-    v = _concrete(sigma)
-    if v is not None and (not math.isfinite(v) or v < 0 or (strict and v == 0)):
-        need = "> 0" if strict else ">= 0"
-        raise ValueError(f"{name} must be a finite number {need}, got {v}.")
-
-
-def _check_points(x, name="x"):
-    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != 2:
-        raise ValueError(
-            f"{name} must have shape (n, 2), got {jnp.shape(x)}; "
-            f"reshape it to (-1, 2) (add a batch axis for a single point)."
-        )
-    return jnp.asarray(x, jnp.float32)
-
-
-def _check_n(n):
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive Python int (static under jit), got {n!r}.")
-
-
 def _log_ndtr_diff(a, b):
     """log(Φ(a) − Φ(b)) for a > b, accurate far in either tail."""
     # Φ(a) − Φ(b) = Φ(−b) − Φ(−a): reflect so the interval sits in the lower
@@ -99,18 +67,17 @@ def _wrap(name, sample, log_density, bounds, n_components, nearest_component):
     nearest_component = jax.jit(nearest_component)
 
     def checked_sample(key, n):
-        _check_n(n)
-        return sample(key, n)
+        return sample(key, validation.check_int("n", n, what="a Python int: static under jit"))
 
     def checked_log_density(x, sigma):
-        x = _check_points(x)
-        _check_sigma(sigma)
-        return log_density(x, jnp.asarray(sigma, jnp.float32))
+        x = validation.check_points_2d("x", x)
+        validation.check_sigma("sigma", sigma)
+        return log_density(jnp.asarray(x), jnp.asarray(sigma, jnp.float32))
 
     def checked_nearest_component(x, sigma):
-        x = _check_points(x)
-        _check_sigma(sigma)
-        return nearest_component(x, jnp.asarray(sigma, jnp.float32))
+        x = validation.check_points_2d("x", x)
+        validation.check_sigma("sigma", sigma)
+        return nearest_component(jnp.asarray(x), jnp.asarray(sigma, jnp.float32))
 
     return Toy2D(name, checked_sample, checked_log_density, bounds, n_components, checked_nearest_component)
 
@@ -329,12 +296,13 @@ def _cached_toy(name):
 def get_toy(name: str) -> Toy2D:
     """Return the toy ``name`` (one of :data:`TOY_NAMES`)."""
     if name not in _TOYS:
-        raise ValueError(f"name must be one of {TOY_NAMES}, got {name!r}.")
+        raise ValueError(f"`name` must be one of {TOY_NAMES}, got {name!r}.")
     return _cached_toy(name)  # one instance per name: jit caches are reused
 
 
 def sample_smoothed(toy: Toy2D, key, n: int, sigma) -> jax.Array:
     """Draw ``n`` samples of ``p̂_σ``: clean samples + ``sigma * N(0, I)``."""
-    _check_sigma(sigma)
+    validation.check_instance("toy", toy, Toy2D, "from dsm_jax.toy.get_toy(name)")
+    validation.check_sigma("sigma", sigma)
     k1, k2 = jax.random.split(key)
     return toy.sample(k1, n) + sigma * jax.random.normal(k2, (n, 2))

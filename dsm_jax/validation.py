@@ -20,7 +20,7 @@ def check_positive(name: str, value) -> None:
     """Raise if a concrete scalar or array is not strictly positive and finite."""
     if value is None or not is_concrete(value):
         return
-    arr = np.asarray(value, dtype=np.float64)
+    arr = check_real(name, value)  # strings and bools refused, not parsed
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         raise ValueError(f"`{name}` must be finite and > 0, got {value!r}.")
 
@@ -28,7 +28,7 @@ def check_positive(name: str, value) -> None:
 def check_nonnegative(name: str, value) -> None:
     if value is None or not is_concrete(value):
         return
-    arr = np.asarray(value, dtype=np.float64)
+    arr = check_real(name, value)  # strings and bools refused, not parsed
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}.")
 
@@ -86,7 +86,8 @@ def check_temperatures(temperatures, n_steps: int):
 
 
 def check_mask(name: str, mask, x) -> None:
-    """A mask must broadcast against x: shape event or (batch, *event)."""
+    """A mask must broadcast against x: shape event or (batch, *event), and hold only 0 and 1
+    (a concrete mask; a traced one is not inspected)."""
     if mask is None:
         return
     mshape, xshape = jnp.shape(mask), jnp.shape(x)
@@ -95,3 +96,140 @@ def check_mask(name: str, mask, x) -> None:
             f"`{name}` must have shape {xshape} (per example) or {xshape[1:]} (shared), "
             f"got {mshape}."
         )
+    check_binary_mask(name, mask)
+
+
+# --- h3-validation ------------------------------------------------------------------------
+# The checks toy/metrics/coverage/core/xla/inpainting kept privately, plus the bad-input sweep
+# (integer or empty x, per-example inputs, 0/1 masks, finite samples, strings for numbers).
+# Concrete values are checked; tracers (values only known under jit) pass through, and each
+# caller's docstring says which of its checks that skips.
+
+
+def check_real(name: str, value) -> np.ndarray:
+    """``value`` (a number or a numeric array) as float64; strings, bools and None refused."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+        raise TypeError(f"`{name}` must be a number (or numeric array), got {value!r}; pass e.g. 0.1, not '0.1'.")
+    arr = np.asarray(value)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"`{name}` must be a real number (or numeric array), got dtype {arr.dtype}: {value!r}.")
+    return arr.astype(np.float64)
+
+
+def check_callable(name: str, fn) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a function, got {type(fn).__name__} {fn!r}; pass e.g. "
+                        f"`lambda params, x: ...` (energies return shape (batch,)).")
+
+
+def check_int(name: str, value, minimum: int = 1, what: str = "") -> int:
+    """``value`` as an int >= ``minimum`` (a Python/numpy int, not a bool: static under jit)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
+        extra = f" ({what})" if what else ""
+        raise ValueError(f"`{name}` must be an int >= {minimum}{extra}, got {value!r}.")
+    return int(value)
+
+
+def check_examples(name: str, x, per_example: bool = False) -> None:
+    """Float ``x`` of shape (batch, *event) with batch >= 1, or one example of shape event
+    (at least one axis) when ``per_example``: the form to ``jax.vmap`` over single examples."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
+        raise TypeError(f"`{name}` must be a floating-point array (gradients in x need real inputs), got "
+                        f"{got}; convert it with jnp.asarray({name}, jnp.float32).")
+    if per_example:
+        if jnp.ndim(x) < 1:
+            raise ValueError(f"`{name}` must be one example of shape event (at least one axis) for the "
+                             f"per_example form, got a scalar; use {name}[None] for scalar data.")
+        return
+    check_batched(name, x)
+    if jnp.shape(x)[0] == 0:
+        raise ValueError(f"`{name}` has an empty batch (shape {jnp.shape(x)}); pass at least one example.")
+
+
+def check_sigma(name: str, sigma, strict: bool = False) -> None:
+    """A scalar noise level, finite and >= 0 (> 0 when ``strict``); tracers pass."""
+    if isinstance(sigma, (str, bytes, bool, np.bool_)) or sigma is None:
+        raise TypeError(f"`{name}` must be a number, got {sigma!r}.")
+    if jnp.ndim(sigma) != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(sigma)}.")
+    if not is_concrete(sigma):
+        return
+    v = float(sigma)
+    if not np.isfinite(v) or v < 0 or (strict and v == 0):
+        raise ValueError(f"`{name}` must be a finite number {'> 0' if strict else '>= 0'}, got {v}.")
+
+
+def check_points_2d(name: str, x, finite: bool = False):
+    """``x`` as float32 of shape (n, 2) with n >= 1 (jnp in, jnp out; numpy stays numpy).
+    ``finite``: refuse NaN/inf rows (concrete values only; under jit they pass)."""
+    if isinstance(x, (str, bytes)) or jnp.ndim(x) != 2 or jnp.shape(x)[1] != 2 or jnp.shape(x)[0] < 1:
+        raise ValueError(f"`{name}` must have shape (n, 2) with n >= 1, got {jnp.shape(x)}; reshape it "
+                         f"to (-1, 2) (add a batch axis for a single point).")
+    x = x.astype(np.float32) if isinstance(x, np.ndarray) else jnp.asarray(x, jnp.float32)
+    if finite and is_concrete(x):
+        bad = ~np.isfinite(np.asarray(x)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"`{name}` holds {int(bad.sum())} non-finite rows of {len(bad)} (first at "
+                             f"{int(np.argmax(bad))}); drop them or fix the sampler before measuring.")
+    return x
+
+
+def check_class_labels(name: str, labels, n_classes: int) -> np.ndarray:
+    """A non-empty 1-D integer array of class labels in [0, n_classes)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"`{name}` must be a non-empty 1-D array of integer class labels, got dtype "
+                         f"{labels.dtype} and shape {labels.shape} (argmax the classifier's logits first).")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"`{name}` must hold labels in [0, {n_classes}), got range [{labels.min()}, "
+                         f"{labels.max()}]; pass the right n_classes.")
+    return labels
+
+
+def check_binary_mask(name: str, mask) -> None:
+    """A concrete mask must hold only 0 and 1 (bool is fine); NaN and fractions are refused.
+    Under jit a traced mask is not checked: threshold it yourself."""
+    if mask is None or not is_concrete(mask):
+        return
+    m = np.asarray(mask)
+    if m.dtype == bool:
+        return
+    if not np.issubdtype(m.dtype, np.number):
+        raise TypeError(f"`{name}` must be a numeric or bool array of 0s and 1s, got dtype {m.dtype}.")
+    n_nan = int(np.isnan(m).sum()) if np.issubdtype(m.dtype, np.floating) else 0
+    if n_nan:
+        raise ValueError(f"`{name}` holds {n_nan} NaN values; a mask must hold only 0 and 1.")
+    other = (m != 0) & (m != 1)
+    if other.any():
+        raise ValueError(f"`{name}` must hold only 0 and 1, got {int(other.sum())} other values (e.g. "
+                         f"{m[other].flat[0]!r}); threshold it, e.g. ({name} > 0.5).astype(x.dtype).")
+
+
+KNOWN_BACKENDS = ("cpu", "gpu", "cuda", "rocm", "tpu", "metal")
+
+
+def check_backend(name: str, backend) -> None:
+    """None (JAX's default backend) or one of :data:`KNOWN_BACKENDS`."""
+    if backend is not None and backend not in KNOWN_BACKENDS:
+        raise ValueError(f"`{name}` must be None (jax.default_backend()) or one of {KNOWN_BACKENDS}, "
+                         f"got {backend!r}.")
+
+
+def check_instance(name: str, value, cls: type, how: str) -> None:
+    """``value`` must be a ``cls``; ``how`` says where one comes from."""
+    if not isinstance(value, cls):
+        raise TypeError(f"`{name}` must be a {cls.__name__} ({how}), got {type(value).__name__}.")
+
+
+def is_real_number(value) -> bool:
+    """A Python/numpy int or float scalar, not a bool (a flag is not a count or a size)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_images_like(name: str, images, x) -> None:
+    """A non-empty stack of images shaped like ``x``'s examples: shape (m, *x.shape[1:])."""
+    if np.ndim(images) != np.ndim(x) or np.shape(images)[1:] != np.shape(x)[1:] or len(images) == 0:
+        raise ValueError(f"`{name}` must be a non-empty stack of images shaped like x's {np.shape(x)[1:]}, "
+                         f"got shape {np.shape(images)}.")

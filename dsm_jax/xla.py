@@ -28,6 +28,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from dsm_jax import validation
+
 YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 
 
@@ -43,13 +45,15 @@ def _cpu_accepts(option: str, value: str) -> bool:
 
 def compiler_options(ynn_fusions: bool = True, backend: str | None = None) -> dict | None:
     """``compiler_options`` for ``jax.jit``: ``None`` (XLA's defaults) unless
-    ``ynn_fusions=False`` on the CPU backend (``backend``, default ``jax.default_backend()``),
+    ``ynn_fusions=False`` on the CPU backend (``backend``: None for ``jax.default_backend()``,
+    or one of ``validation.KNOWN_BACKENDS``),
     then ``{"xla_cpu_experimental_ynn_fusion_type": ""}``.
 
     >>> step = jax.jit(train_step, compiler_options=dsm_jax.compiler_options(ynn_fusions=False))
     """
     if not isinstance(ynn_fusions, bool):
         raise TypeError(f"`ynn_fusions` must be True or False, got {ynn_fusions!r}.")
+    validation.check_backend("backend", backend)  # before the early return: a typo never passes
     if ynn_fusions:
         return None
     if (backend or jax.default_backend()) != "cpu" or not _cpu_accepts(YNN_OPTION, ""):

@@ -58,9 +58,9 @@ def test_rings_one_ring_only_and_checkerboard_outside_the_squares():
 
 def test_toy_coverage_refuses_bad_samples():
     t = toys.get_toy("rings")
-    with pytest.raises(ValueError, match="samples holds 1 non-finite"):
+    with pytest.raises(ValueError, match="`samples` holds 1 non-finite"):
         coverage.toy_coverage(t, np.array([[0.0, 1.0], [np.nan, 0.0]]), 0.2)
-    with pytest.raises(ValueError, match=r"samples must have shape \(n, 2\)"):
+    with pytest.raises(ValueError, match=r"`samples` must have shape \(n, 2\)"):
         coverage.toy_coverage(t, np.zeros((4, 3)), 0.2)
     with pytest.raises(ValueError, match="off_support_z"):
         coverage.toy_coverage(t, np.zeros((4, 2)), 0.2, off_support_z=0)
@@ -86,9 +86,9 @@ def test_one_class_sample_set_reports_nine_classes_under_two_percent():
 
 def test_class_coverage_refuses_bad_labels():
     ref = np.arange(10)
-    with pytest.raises(ValueError, match="labels must be a non-empty 1-D array of integer"):
+    with pytest.raises(ValueError, match="`labels` must be a non-empty 1-D array of integer"):
         coverage.class_coverage(np.array([0.5, 1.0]), ref)
-    with pytest.raises(ValueError, match=r"labels must hold labels in \[0, 10\)"):
+    with pytest.raises(ValueError, match=r"`labels` must hold labels in \[0, 10\)"):
         coverage.class_coverage(np.array([0, 12]), ref)
     with pytest.raises(ValueError, match="no sample of classes"):
         coverage.class_coverage(np.array([0, 9]), np.arange(5), n_classes=10)

@@ -102,15 +102,15 @@ class ToyTest(chex.TestCase):
 
     def test_bad_inputs(self):
         toy = get_toy("rings")
-        with pytest.raises(ValueError, match="name must be one of.*eight_gaussians"):
+        with pytest.raises(ValueError, match="`name` must be one of.*eight_gaussians"):
             get_toy("moons")
         with pytest.raises(ValueError, match="sigma"):
             toy.log_density(jnp.zeros((3, 2)), -0.1)
         with pytest.raises(ValueError, match="sigma"):
             sample_smoothed(toy, jax.random.PRNGKey(0), 3, -1.0)
-        with pytest.raises(ValueError, match="x must have shape"):
+        with pytest.raises(ValueError, match="`x` must have shape"):
             toy.log_density(jnp.zeros((3, 3)), 0.1)
-        with pytest.raises(ValueError, match="x must have shape"):
+        with pytest.raises(ValueError, match="`x` must have shape"):
             toy.log_density(jnp.zeros(2), 0.1)
-        with pytest.raises(ValueError, match="n must be"):
+        with pytest.raises(ValueError, match="`n` must be"):
             toy.sample(jax.random.PRNGKey(0), 0)
