@@ -295,7 +295,7 @@ def _cached_toy(name):
 
 def get_toy(name: str) -> Toy2D:
     """Return the toy ``name`` (one of :data:`TOY_NAMES`)."""
-    if name not in _TOYS:
+    if not isinstance(name, str) or name not in _TOYS:
         raise ValueError(f"`name` must be one of {TOY_NAMES}, got {name!r}.")
     return _cached_toy(name)  # one instance per name: jit caches are reused
 
