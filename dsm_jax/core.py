@@ -29,6 +29,7 @@ from dsm_jax import validation
 
 EnergyFn = Callable[[object, jax.Array], jax.Array]
 GeneratorFn = Callable[[object, jax.Array], jax.Array]
+SPACINGS = ("geometric", "linear")  # how mdsm_loss draws σ in [σ_min, σ_max]
 
 
 def _as_batch(name: str, x, per_example: bool):
@@ -99,11 +100,6 @@ def _broadcast_event(per_example: jax.Array, x: jax.Array) -> jax.Array:
     return per_example.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
-def _check_spacing(spacing) -> None:
-    if spacing not in ("geometric", "linear"):
-        raise ValueError(f"`spacing` must be 'geometric' or 'linear', got {spacing!r}.")
-
-
 def dsm_loss(energy_fn: EnergyFn, sigma, *, per_example: bool = False):
     """Single-σ denoising score matching (DDE form).
 
@@ -133,8 +129,8 @@ def sample_sigmas(key, n: int, sigma_min, sigma_max, spacing: str = "geometric")
 
     Needs ``0 < sigma_min <= sigma_max`` (checked when the values are concrete; traced
     bounds under jit are not)."""
-    _check_spacing(spacing)
-    n = validation.check_int("n", n)
+    validation.check_choice("spacing", spacing, SPACINGS)
+    n = validation.check_positive_int("n", n)
     validation.check_sigma_range(sigma_min, sigma_max)
     u = jax.random.uniform(key, (n,))
     if spacing == "geometric":
@@ -153,7 +149,7 @@ def mdsm_loss(energy_fn: EnergyFn, sigma_min, sigma_max, sigma0=0.1, spacing="ge
     validation.check_callable("energy_fn", energy_fn)
     validation.check_sigma_range(sigma_min, sigma_max)
     validation.check_positive("sigma0", sigma0)
-    _check_spacing(spacing)
+    validation.check_choice("spacing", spacing, SPACINGS)
 
     def loss_fn(params, key, x):
         x, _ = _as_batch("x", x, per_example)

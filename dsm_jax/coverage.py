@@ -54,7 +54,7 @@ def class_coverage(labels, reference_labels, n_classes: int = 10, min_fraction: 
     under a uniform reference), ``classes_under`` (how many classes get less than
     ``min_fraction`` of the samples), ``class_min`` (the smallest share) and ``min_fraction``.
     """
-    n_classes = validation.check_int("n_classes", n_classes, minimum=2)
+    n_classes = validation.check_positive_int("n_classes", n_classes, minimum=2)
     if not validation.is_real_number(min_fraction) or not 0 <= min_fraction < 1:
         raise ValueError(f"`min_fraction` must be a number in [0, 1), got {min_fraction!r}.")
     hist = np.bincount(validation.check_class_labels("labels", labels, n_classes), minlength=n_classes) / len(labels)

@@ -23,22 +23,22 @@ def observed_mask(kind: str, shape, key=None) -> np.ndarray:
     (H/2)×(W/2) square is missing; ``random_half``: each pixel (all channels together) is
     missing with probability 1/2, independently per image (needs ``key``).
     """
+    validation.check_choice("kind", kind, MASK_KINDS)
     if (not isinstance(shape, (tuple, list)) or len(shape) != 4
             or not all(validation.is_real_number(d) and int(d) == d and d >= 1 for d in shape)):
         raise ValueError(f"`shape` must be (n, H, W, C) of ints >= 1, got {shape!r}.")
+    if kind == "random_half" and key is None:
+        raise ValueError("observed_mask('random_half', ...) needs a `key` (a jax.random key).")
     n, h, w, c = (int(d) for d in shape)
+    shape = (n, h, w, c)
     mask = np.ones(shape, np.float32)
     if kind == "lower_half":
         mask[:, h // 2:] = 0.0
     elif kind == "centre_square":
         mask[:, h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = 0.0
-    elif kind == "random_half":
-        if key is None:
-            raise ValueError("observed_mask('random_half', ...) needs a `key` (a jax.random key).")
+    else:  # random_half
         keep = np.asarray(jax.random.bernoulli(key, 0.5, (n, h, w, 1)), np.float32)
         mask = np.broadcast_to(keep, shape).copy()
-    else:
-        raise ValueError(f"Unknown mask `kind` {kind!r}; choose one of {MASK_KINDS}.")
     return mask
 
 

@@ -63,7 +63,7 @@ def make_grid(bounds, n: int = 256) -> Grid2D:
         lo = hi = None
     if lo is None or not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"`bounds` must be (lo, hi) with finite lo < hi, got {bounds!r}.")
-    n = validation.check_int("n", n, minimum=2, what="points per axis")
+    n = validation.check_positive_int("n", n, minimum=2, what="points per axis")
     h = (hi - lo) / n
     c = lo + (np.arange(n) + 0.5) * h  # cell centres: midpoint rule
     xx, yy = np.meshgrid(c, c)  # yy varies along rows
@@ -88,7 +88,7 @@ def grid_log_normalizer(energy_fn: Callable, params, grid: Grid2D, chunk_size: i
     """``log Z ≈ log Σ_cells exp(−E) · cell_area`` (midpoint rule on the grid)."""
     validation.check_callable("energy_fn", energy_fn)
     validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
-    validation.check_int("chunk_size", chunk_size)
+    validation.check_positive_int("chunk_size", chunk_size)
     energy = _chunked(lambda c: energy_fn(params, c), grid.points, chunk_size)
     if energy.shape != (grid.points.shape[0],):
         raise ValueError(
@@ -178,7 +178,7 @@ def smoothed_empirical_log_density(samples, sigma, chunk_size: int = 1024) -> Ca
     memory is a few ``chunk_size²`` floats whatever the sizes."""
     samples = jnp.asarray(validation.check_points_2d("samples", samples, finite=True))
     validation.check_sigma("sigma", sigma, strict=True)
-    validation.check_int("chunk_size", chunk_size)
+    validation.check_positive_int("chunk_size", chunk_size)
     sigma = jnp.asarray(sigma, jnp.float32)
     weights = jnp.full((samples.shape[0], 1), 1.0 / samples.shape[0])
 
@@ -242,8 +242,8 @@ def sample_kl(
     validation.check_callable("log_p_true", log_p_true)
     validation.check_sigma("sigma", sigma, strict=True)
     validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
-    validation.check_int("n_boot", n_boot, minimum=2, what="bootstrap replicates")
-    validation.check_int("chunk_size", chunk_size)
+    validation.check_positive_int("n_boot", n_boot, minimum=2, what="bootstrap replicates")
+    validation.check_positive_int("chunk_size", chunk_size)
     if key is None:
         warnings.warn("sample_kl(key=None) uses PRNGKey(0) for the bootstrap, the same resamples on every "
                       "call; pass key=jax.random.PRNGKey(...) (None is deprecated).", DeprecationWarning, stacklevel=2)

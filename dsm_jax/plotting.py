@@ -74,7 +74,7 @@ def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> N
 def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None:
     """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid. Non-finite images
     raise ``FloatingPointError`` (clipping would hide them) and nothing is written."""
-    n_cols = validation.check_int("n_cols", n_cols)
+    n_cols = validation.check_positive_int("n_cols", n_cols)
     images = np.asarray(images)
     if images.ndim not in (3, 4) or len(images) == 0 or not np.issubdtype(images.dtype, np.number):
         raise ValueError(f"`images` must be a non-empty numeric array (n, H, W) or (n, H, W, C), got shape "

@@ -67,7 +67,7 @@ def _wrap(name, sample, log_density, bounds, n_components, nearest_component):
     nearest_component = jax.jit(nearest_component)
 
     def checked_sample(key, n):
-        return sample(key, validation.check_int("n", n, what="a Python int: static under jit"))
+        return sample(key, validation.check_positive_int("n", n, what="a Python int: static under jit"))
 
     def checked_log_density(x, sigma):
         x = validation.check_points_2d("x", x)
@@ -295,8 +295,7 @@ def _cached_toy(name):
 
 def get_toy(name: str) -> Toy2D:
     """Return the toy ``name`` (one of :data:`TOY_NAMES`)."""
-    if not isinstance(name, str) or name not in _TOYS:
-        raise ValueError(f"`name` must be one of {TOY_NAMES}, got {name!r}.")
+    validation.check_choice("name", name, TOY_NAMES)
     return _cached_toy(name)  # one instance per name: jit caches are reused
 
 

@@ -33,10 +33,12 @@ def check_nonnegative(name: str, value) -> None:
         raise ValueError(f"`{name}` must be finite and >= 0, got {value!r}.")
 
 
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an int, which must be >= ``minimum`` (default: positive)."""
+def check_positive_int(name: str, value, minimum: int = 1, what: str = "") -> int:
+    """``value`` as an int, which must be >= ``minimum`` (default: positive); ``what`` says
+    what it counts, for the message."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+        extra = f" ({what})" if what else ""
+        raise ValueError(f"`{name}` must be an int >= {minimum}{extra}, got {value!r}.")
     return int(value)
 
 
@@ -120,14 +122,6 @@ def check_callable(name: str, fn) -> None:
     if not callable(fn):
         raise TypeError(f"`{name}` must be a function, got {type(fn).__name__} {fn!r}; pass e.g. "
                         f"`lambda params, x: ...` (energies return shape (batch,)).")
-
-
-def check_int(name: str, value, minimum: int = 1, what: str = "") -> int:
-    """``value`` as an int >= ``minimum`` (a Python/numpy int, not a bool: static under jit)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        extra = f" ({what})" if what else ""
-        raise ValueError(f"`{name}` must be an int >= {minimum}{extra}, got {value!r}.")
-    return int(value)
 
 
 def check_examples(name: str, x, per_example: bool = False) -> None:
@@ -233,3 +227,9 @@ def check_images_like(name: str, images, x) -> None:
     if np.ndim(images) != np.ndim(x) or np.shape(images)[1:] != np.shape(x)[1:] or len(images) == 0:
         raise ValueError(f"`{name}` must be a non-empty stack of images shaped like x's {np.shape(x)[1:]}, "
                          f"got shape {np.shape(images)}.")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    """``value`` must be one of ``choices`` (compared by equality: unhashable values are refused too)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
