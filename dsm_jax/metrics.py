@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Callable, NamedTuple
 
 import jax
@@ -26,8 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.scipy.special import logsumexp
-
-import warnings
 
 from dsm_jax import validation
 from dsm_jax.toy import Toy2D
@@ -236,7 +235,7 @@ def sample_kl(
 
     Refused before compute: non-finite ``samples`` (a NaN would make every KL NaN; checked
     when ``samples`` is concrete, not under ``jit``), ``sigma <= 0``, ``n_boot < 2``.
-    ``key`` (the bootstrap's) is required; ``key=None`` still means ``PRNGKey(0)`` but is
+    Pass ``key`` (the bootstrap's): ``key=None`` still means ``PRNGKey(0)`` but is
     deprecated and warns."""
     samples = jnp.asarray(validation.check_points_2d("samples", samples, finite=True))
     validation.check_callable("log_p_true", log_p_true)

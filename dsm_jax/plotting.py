@@ -23,9 +23,10 @@ def _heat(ax, image, bounds, title):
 
 def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: str) -> None:
     """True p̂_σ, then per method the learned density or the samples over the true density."""
-    true_img = np.exp(metrics.log_density_grid_image(lambda x: toy.log_density(x, sigma), grid))
     if not isinstance(panels, dict):
-        raise TypeError(f"`panels` must be a dict method -> {{'log_density': fn}} or {{'samples': array}}, got {type(panels).__name__}.")
+        raise TypeError(f"`panels` must be a dict method -> {{'log_density': fn}} or {{'samples': array}}, "
+                        f"got {type(panels).__name__}.")
+    true_img = np.exp(metrics.log_density_grid_image(lambda x: toy.log_density(x, sigma), grid))
     fig = Figure(figsize=(3.2 * (1 + len(panels)), 3.4))
     axes = np.atleast_1d(fig.subplots(1, 1 + len(panels)))
     _heat(axes[0], true_img, grid.bounds, f"true p̂ (σ={sigma})")

@@ -143,14 +143,14 @@ def check_examples(name: str, x, per_example: bool = False) -> None:
 
 
 def check_sigma(name: str, sigma, strict: bool = False) -> None:
-    """A scalar noise level, finite and >= 0 (> 0 when ``strict``); tracers pass."""
-    if isinstance(sigma, (str, bytes, bool, np.bool_)) or sigma is None:
-        raise TypeError(f"`{name}` must be a number, got {sigma!r}.")
-    if jnp.ndim(sigma) != 0:
-        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(sigma)}.")
+    """A scalar noise level, finite and >= 0 (> 0 when ``strict``); a tracer's value is not
+    checked (only its shape)."""
+    value = check_real(name, sigma) if is_concrete(sigma) else sigma
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"`{name}` must be a scalar, got shape {jnp.shape(value)}.")
     if not is_concrete(sigma):
         return
-    v = float(sigma)
+    v = float(value)
     if not np.isfinite(v) or v < 0 or (strict and v == 0):
         raise ValueError(f"`{name}` must be a finite number {'> 0' if strict else '>= 0'}, got {v}.")
 

@@ -98,6 +98,12 @@ CASES = [
      "`observed_mask` holds 1 NaN"),
     ("langevin/free_mask/two", lambda: dj.langevin(quadratic_energy, 0.1, 3)(P2, KEY, X, np.full(2, 2.0, np.float32)),
      ValueError, "`free_mask` must hold only 0 and 1"),
+    ("check_mask/mask/half", lambda: validation.check_mask("mask", np.full((4, 2), 0.5), X), ValueError,
+     "`mask` must hold only 0 and 1, got 8 other values"),
+    ("check_mask/mask/nan", lambda: validation.check_mask("mask", np.array([0.0, np.nan]), X), ValueError,
+     "`mask` holds 1 NaN"),
+    ("check_mask/mask/negative", lambda: validation.check_mask("mask", np.array([-1, 1]), X), ValueError,
+     "`mask` must hold only 0 and 1"),
     ("check_mask/mask/str", lambda: validation.check_mask("mask", np.array(["a", "b"]), X), TypeError,
      "`mask` must be a numeric or bool array"),
     # --- xla
