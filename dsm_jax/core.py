@@ -83,7 +83,7 @@ def denoiser(energy_fn: EnergyFn, sigma, *, per_example: bool = False):
 
     ``per_example``: as in :func:`score` (one example in, one out; vmap it)."""
     validation.check_callable("energy_fn", energy_fn)
-    validation.check_positive("sigma", sigma)
+    validation.check_sigma("sigma", sigma, strict=True)
 
     def denoise_fn(params, x):
         return x - sigma**2 * energy_grad(energy_fn, params, x, per_example=per_example)
@@ -113,9 +113,10 @@ def dsm_loss(energy_fn: EnergyFn, sigma, *, per_example: bool = False):
     each example draws its noise from its own key).
     """
     validation.check_callable("energy_fn", energy_fn)
-    validation.check_positive("sigma", sigma)
+    validation.check_sigma("sigma", sigma, strict=True)
 
     def loss_fn(params, key, x):
+        validation.check_prng_key("key", key)
         x, _ = _as_batch("x", x, per_example)
         x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
         denoised = x_noisy - sigma**2 * energy_grad(energy_fn, params, x_noisy)
@@ -129,6 +130,7 @@ def sample_sigmas(key, n: int, sigma_min, sigma_max, spacing: str = "geometric")
 
     Needs ``0 < sigma_min <= sigma_max`` (checked when the values are concrete; traced
     bounds under jit are not)."""
+    validation.check_prng_key("key", key)
     validation.check_choice("spacing", spacing, SPACINGS)
     n = validation.check_positive_int("n", n)
     validation.check_sigma_range(sigma_min, sigma_max)
@@ -148,10 +150,11 @@ def mdsm_loss(energy_fn: EnergyFn, sigma_min, sigma_max, sigma0=0.1, spacing="ge
     """
     validation.check_callable("energy_fn", energy_fn)
     validation.check_sigma_range(sigma_min, sigma_max)
-    validation.check_positive("sigma0", sigma0)
+    validation.check_sigma("sigma0", sigma0, strict=True)
     validation.check_choice("spacing", spacing, SPACINGS)
 
     def loss_fn(params, key, x):
+        validation.check_prng_key("key", key)
         x, _ = _as_batch("x", x, per_example)
         key_sigma, key_noise = jax.random.split(key)
         sigmas = sample_sigmas(key_sigma, x.shape[0], sigma_min, sigma_max, spacing)
@@ -175,11 +178,12 @@ def kl_generator_loss(generator_fn: GeneratorFn, energy_fn: EnergyFn, sigma, q_e
     """
     validation.check_callable("generator_fn", generator_fn)
     validation.check_callable("energy_fn", energy_fn)
-    validation.check_positive("sigma", sigma)
+    validation.check_sigma("sigma", sigma, strict=True)
     q_energy_fn = energy_fn if q_energy_fn is None else q_energy_fn
     validation.check_callable("q_energy_fn", q_energy_fn)
 
     def loss_fn(gen_params, p_params, q_params, key, z):
+        validation.check_prng_key("key", key)
         z, _ = _as_batch("z", z, per_example)
         x = generator_fn(gen_params, z)
         x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)

@@ -27,8 +27,10 @@ def observed_mask(kind: str, shape, key=None) -> np.ndarray:
     if (not isinstance(shape, (tuple, list)) or len(shape) != 4
             or not all(validation.is_real_number(d) and int(d) == d and d >= 1 for d in shape)):
         raise ValueError(f"`shape` must be (n, H, W, C) of ints >= 1, got {shape!r}.")
-    if kind == "random_half" and key is None:
-        raise ValueError("observed_mask('random_half', ...) needs a `key` (a jax.random key).")
+    if kind == "random_half":
+        if key is None:
+            raise ValueError("observed_mask('random_half', ...) needs a `key` (a jax.random key).")
+        validation.check_prng_key("key", key)
     n, h, w, c = (int(d) for d in shape)
     shape = (n, h, w, c)
     mask = np.ones(shape, np.float32)

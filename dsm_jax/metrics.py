@@ -247,6 +247,7 @@ def sample_kl(
         warnings.warn("sample_kl(key=None) uses PRNGKey(0) for the bootstrap, the same resamples on every "
                       "call; pass key=jax.random.PRNGKey(...) (None is deprecated).", DeprecationWarning, stacklevel=2)
         key = jax.random.PRNGKey(0)
+    validation.check_prng_key("key", key)
     log_p = log_p_true(grid.points)
     if log_p.shape != (grid.points.shape[0],):
         raise ValueError(f"log_p_true must map (n, 2) -> (n,), got shape {log_p.shape}.")
@@ -282,6 +283,7 @@ def kl_floor(
     """:func:`sample_kl` of ``n`` exact clean samples of ``toy``: the value a
     perfect sampler would score (finite-``n`` kernel bias + noise)."""
     validation.check_instance("toy", toy, Toy2D, "from dsm_jax.toy.get_toy(name)")
+    validation.check_prng_key("key", key)
     k_sample, k_boot = jax.random.split(key)
     return sample_kl(
         toy.sample(k_sample, n),

@@ -67,6 +67,7 @@ def _wrap(name, sample, log_density, bounds, n_components, nearest_component):
     nearest_component = jax.jit(nearest_component)
 
     def checked_sample(key, n):
+        validation.check_prng_key("key", key)
         return sample(key, validation.check_positive_int("n", n, what="a Python int: static under jit"))
 
     def checked_log_density(x, sigma):
@@ -303,5 +304,6 @@ def sample_smoothed(toy: Toy2D, key, n: int, sigma) -> jax.Array:
     """Draw ``n`` samples of ``p̂_σ``: clean samples + ``sigma * N(0, I)``."""
     validation.check_instance("toy", toy, Toy2D, "from dsm_jax.toy.get_toy(name)")
     validation.check_sigma("sigma", sigma)
+    validation.check_prng_key("key", key)
     k1, k2 = jax.random.split(key)
     return toy.sample(k1, n) + sigma * jax.random.normal(k2, (n, 2))

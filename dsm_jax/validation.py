@@ -233,3 +233,15 @@ def check_choice(name: str, value, choices: tuple) -> None:
     """``value`` must be one of ``choices`` (compared by equality: unhashable values are refused too)."""
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+
+
+def check_prng_key(name: str, key) -> None:
+    """One PRNG key: a typed key (shape ()) or a raw uint32 key (shape (2,) for threefry).
+    Shape and dtype only, so it runs at trace time under jit and vmap."""
+    dtype, shape = getattr(key, "dtype", None), jnp.shape(key) if hasattr(key, "shape") else None
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
+    raw = dtype == np.uint32 and shape is not None and len(shape) == 1 and shape[0] in (2, 4)
+    if not (typed or raw):
+        got = f"dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
+        raise TypeError(f"`{name}` must be one PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
+                        f"got {got}; pass a key, not a seed, and split a batch of keys with jax.vmap.")

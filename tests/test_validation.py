@@ -74,6 +74,16 @@ CASES = [
      "`q_energy_fn` must be a function"),
     ("denoiser/sigma/str", lambda: dj.denoiser(quadratic_energy, "0.1"), TypeError, "`sigma` must be a number"),
     ("dsm_loss/sigma/bool", lambda: dj.dsm_loss(quadratic_energy, True), TypeError, "`sigma` must be a number"),
+    ("denoiser/sigma/vector", lambda: dj.denoiser(quadratic_energy, np.array([0.1, 0.2])), ValueError,
+     "`sigma` must be a scalar"),
+    ("dsm_loss/key/seed", lambda: dj.dsm_loss(quadratic_energy, 0.1)(P2, 0, X), TypeError, "`key` must be one PRNG key"),
+    ("dsm_loss/key/batch_of_keys", lambda: dj.dsm_loss(quadratic_energy, 0.1)(P2, jax.random.split(KEY, 3), X),
+     TypeError, "`key` must be one PRNG key"),
+    ("mdsm_loss/key/None", lambda: dj.mdsm_loss(quadratic_energy, 0.1, 1.0)(P2, None, X), TypeError,
+     "`key` must be one PRNG key"),
+    ("kl_generator_loss/key/float", lambda: dj.kl_generator_loss(linear_generator, gaussian_energy, 0.5)(
+        GEN, GAUSS, GAUSS, np.zeros(2, np.float32), X), TypeError, "`key` must be one PRNG key"),
+    ("sample_sigmas/key/int", lambda: dj.sample_sigmas(7, 4, 0.1, 1.0), TypeError, "`key` must be one PRNG key"),
     ("mdsm_loss/sigma_max/nan", lambda: dj.mdsm_loss(quadratic_energy, 0.1, float("nan")), ValueError, "`sigma_max`"),
     ("mdsm_loss/sigma0/str", lambda: dj.mdsm_loss(quadratic_energy, 0.1, 1.0, sigma0="0.1"), TypeError, "`sigma0`"),
     # --- sample_sigmas: sigma_min = 0 (a raw error on main) and sigma_min > sigma_max (accepted on main)
@@ -152,6 +162,12 @@ CASES = [
     ("get_toy/name/list", lambda: toys.get_toy(["rings"]), ValueError, "`name` must be one of"),
     ("toy.sample/n/float", lambda: RINGS.sample(KEY, 2.0), ValueError, "`n` must be an int >= 1"),
     ("toy.sample/n/bool", lambda: RINGS.sample(KEY, True), ValueError, "`n` must be an int >= 1"),
+    ("toy.sample/key/seed", lambda: RINGS.sample(0, 5), TypeError, "`key` must be one PRNG key"),
+    ("sample_smoothed/key/str", lambda: toys.sample_smoothed(RINGS, "k", 3, 0.1), TypeError, "`key` must be one PRNG"),
+    ("sample_kl/key/seed", lambda: metrics.sample_kl(X, LOG_P, 0.2, GRID, key=1), TypeError, "`key` must be one PRNG"),
+    ("kl_floor/key/None", lambda: metrics.kl_floor(RINGS, None, 10, 0.2, GRID), TypeError, "`key` must be one PRNG"),
+    ("observed_mask/key/seed", lambda: inpainting.observed_mask("random_half", (2, 4, 4, 1), 3), TypeError,
+     "`key` must be one PRNG"),
     ("toy.log_density/sigma/str", lambda: RINGS.log_density(X, "0.1"), TypeError, "`sigma` must be a number"),
     ("toy.log_density/sigma/nan", lambda: RINGS.log_density(X, float("nan")), ValueError,
      "`sigma` must be a finite number >= 0"),
@@ -250,6 +266,9 @@ def test_valid_edge_values_still_pass():
     validation.check_mask("mask", np.array([1, 0], np.int32), X)
     assert dj.compiler_options(False, backend="gpu") is None
     assert toys.get_toy("rings").log_density(np.zeros((1, 2), np.float64), 0).shape == (1,)  # sigma = 0 is p itself
+    assert RINGS.sample(jax.random.key(0), 3).shape == (3, 2)  # typed keys are keys too
+    per = jax.vmap(dj.dsm_loss(quadratic_energy, 0.1, per_example=True), in_axes=(None, 0, 0))
+    assert per(P2, jax.random.split(jax.random.key(1), 4), X).shape == (4,)  # one key per example under vmap
 
 
 # ---------------------------------------------------------------------------------------
