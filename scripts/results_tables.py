@@ -55,6 +55,17 @@ def load(run: str) -> dict | None:
         return json.load(f)
 
 
+def needs(*runs):
+    """Decorator: call the table with the loaded run JSONs, or return None when one is missing."""
+    def wrap(table):
+        def render_table():
+            loaded = [load(run) for run in runs]
+            return None if any(r is None for r in loaded) else table(*loaded)
+        render_table.__name__, render_table.__doc__ = table.__name__, table.__doc__
+        return render_table
+    return wrap
+
+
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -74,11 +85,9 @@ def _weights(m) -> str:
 # --------------------------------------------------------------------------------------
 # Tables: each takes nothing and returns Markdown, or None when its JSON is missing
 # --------------------------------------------------------------------------------------
-def toy2d():
+@needs("toy2d-default")
+def toy2d(run):
     """README / docs/results.md: one cell per toy and method, KL ± stderr and wall-clock."""
-    run = load("toy2d-default")
-    if run is None:
-        return None
     m = run["metrics"]
     rows = []
     for toy in TOYS:
@@ -89,11 +98,9 @@ def toy2d():
     return _table(["toy", "dde: density KL(p̂‖p_model)", "dde-generator: sample KL", "mdsm: sample KL"], rows)
 
 
-def toy2d_coverage():
+@needs("toy2d-default")
+def toy2d_coverage(run):
     """docs/dde.md: both directions of the sample KL and the mode coverage."""
-    run = load("toy2d-default")
-    if run is None:
-        return None
     rows = []
     for toy in TOYS:
         for method in ("dde-generator", "mdsm"):
@@ -105,11 +112,9 @@ def toy2d_coverage():
                    "off support", "train s", "sampling s"], rows)
 
 
-def toy2d_likelihood():
+@needs("toy2d-default")
+def toy2d_likelihood(run):
     """docs/results.md: log Z by AIS and grid, test log-likelihoods, and the exact p̂_σ's own."""
-    run = load("toy2d-default")
-    if run is None:
-        return None
     rows = []
     for toy in TOYS:
         r = run["metrics"][f"{toy}/dde"]
@@ -119,22 +124,18 @@ def toy2d_likelihood():
     return _table(["toy", "log Z (AIS)", "log Z (grid)", "test LL, AIS", "test LL, grid", "exact p̂_σ"], rows)
 
 
-def toy2d_20k():
+@needs("toy2d-default", "toy2d-default-20k")
+def toy2d_20k(short, long):
     """docs/dde.md: the generator's sample KL at the default 16,000 iterations and at 20,000."""
-    short, long = load("toy2d-default"), load("toy2d-default-20k")
-    if short is None or long is None:
-        return None
     rows = [[toy, _pm(short["metrics"][f"{toy}/dde-generator"]["kl"], short["metrics"][f"{toy}/dde-generator"]["kl_stderr"]),
              _pm(long["metrics"][f"{toy}/dde-generator"]["kl"], long["metrics"][f"{toy}/dde-generator"]["kl_stderr"])]
             for toy in TOYS]
     return _table(["toy", "sample KL, 16,000 iterations (default)", "sample KL, 20,000 iterations"], rows)
 
 
-def dde_study():
+@needs("toy2d-dde-study")
+def dde_study(run):
     """README / docs/dde.md: what each deviation from the lockstep recipe costs (one toy)."""
-    run = load("toy2d-dde-study")
-    if run is None:
-        return None
     rows = [[r["label"], _pm(r["metrics"]["kl"], r["metrics"]["kl_stderr"]), f"{r['metrics']['kl_reverse']:.4f}",
              _weights(r["metrics"]), f"{r['metrics']['off_support']:.4f}"] for r in run["rows"]]
     return _table(["deviation from the recipe", "KL(p̂‖q̂)", "KL(q̂‖p̂)", "mode weights (min–max)", "off support"], rows)
@@ -144,11 +145,9 @@ def _classes(m) -> str:
     return f"{m['class_min']:.3f} ({m['classes_under']} < {m['min_fraction']:.0%})"
 
 
-def fashion_mnist_dde():
+@needs("fashion_mnist_dde-default")
+def fashion_mnist_dde(run):
     """README / docs/results.md: the DDE generator and the DDE density sampled by Langevin."""
-    run = load("fashion_mnist_dde-default")
-    if run is None:
-        return None
     m = run["metrics"]
     d = m["dde_density"]
     rows = [
@@ -166,21 +165,17 @@ def fashion_mnist_dde():
                    "seconds / 1,000 samples", "network passes / sample", "pixel std across samples"], rows)
 
 
-def fashion_mnist_dde_monitor():
+@needs("fashion_mnist_dde-default")
+def fashion_mnist_dde_monitor(run):
     """docs/dde.md: the generator monitor logged every 2,500 steps (FD, classes under 2 %)."""
-    run = load("fashion_mnist_dde-default")
-    if run is None:
-        return None
     mon = run["generator_monitor"]
     return _table(["step", *(f"{r['step']:,}" for r in mon)],
                   [["FD", *(f"{r['fd']:.0f}" for r in mon)], ["classes < 2 %", *(r["classes_under"] for r in mon)]])
 
 
-def fashion_mnist_mdsm():
+@needs("fashion_mnist-default")
+def fashion_mnist_mdsm(run):
     """README / docs/results.md: FD of MDSM's samples against the floor and the baselines."""
-    run = load("fashion_mnist-default")
-    if run is None:
-        return None
     m = run["metrics"]
     rows = [
         ["**MDSM samples** (clipped to [0, 1])", f"**{m['fd']:.1f}**"],
@@ -199,11 +194,9 @@ MASK_LABELS = {"lower_half": "lower half missing", "centre_square": "centre 16×
                "random_half": "50 % random pixels missing"}
 
 
-def fashion_mnist_inpainting():
+@needs("fashion_mnist-default")
+def fashion_mnist_inpainting(run):
     """docs/results.md: PSNR on the missing pixels, MDSM against two baselines."""
-    run = load("fashion_mnist-default")
-    if run is None:
-        return None
     rows = [[MASK_LABELS.get(kind, kind), f"{r['mdsm']:.2f}", f"{r['mean_image']:.2f}", f"{r['nearest_train']:.2f}"]
             for kind, r in run["metrics"]["inpainting_psnr"].items()]
     return _table(["inpainting, 50 test images per mask, PSNR (dB) on the missing pixels", "MDSM", "mean training image",
