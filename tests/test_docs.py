@@ -101,7 +101,7 @@ def test_local_links_and_figures_exist(path):
 def test_readme_links_figures_and_docs():
     targets = LINK.findall(_read(README))
     assert any(t.startswith("docs/figures/") and t.endswith(".png") for t in targets)
-    for doc in ("api", "results", "dde", "performance", "scaling", "resilience"):
+    for doc in ("api", "results", "dde", "faithfulness", "performance", "scaling", "resilience"):
         assert f"docs/{doc}.md" in targets, f"README does not link docs/{doc}.md"
 
 
