@@ -1,0 +1,400 @@
+"""Render the results tables of README.md and docs/*.md from the runs' JSON.
+
+Every generated table sits between ``<!-- table:NAME -->`` and ``<!-- /table -->``; its
+numbers come only from ``docs/results/<run>.json`` (small copies of the runs' metrics with
+the command that produced them) or ``docs/benchmarks/benchmarks.json``, so a table cannot
+drift from its run. A table whose run JSON is not committed yet is marked
+``<!-- table:NAME static=<commit> -->``: it is kept as written at that commit and rendered
+as soon as the JSON is collected.
+
+    python scripts/results_tables.py              # rewrite the tables in place
+    python scripts/results_tables.py --check      # exit 1 when a table differs from its JSON
+    python scripts/results_tables.py --collect runs   # copy runs/<run>/metrics.json → docs/results/
+
+Only the standard library: it runs without jax.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results")
+BENCHMARKS = os.path.join(ROOT, "docs", "benchmarks", "benchmarks.json")
+TOYS = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
+
+# run name -> the command that writes runs/<run>/ (same flags as when it was measured)
+COMMANDS = {
+    "toy2d-default": "python -m experiments.toy2d",
+    "toy2d-default-20k": "python -m experiments.toy2d --set gen_iters=20000 --set gen_monitor_every=1000 "
+                         "--out runs/toy2d-default-20k",
+    "toy2d-dde-study": "python -m experiments.toy2d_dde_study --set gen_iters=10000",
+    "fashion_mnist-default": "python -m experiments.fashion_mnist",
+    "fashion_mnist_dde-default": "python -m experiments.fashion_mnist_dde",
+}
+
+MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+)(?: static=(?P<static>\w+))? -->\n(?P<body>.*?)<!-- /table -->",
+                    re.S)
+
+
+# --------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------
+def load(run: str) -> dict | None:
+    """docs/results/<run>.json, or None when that run has not been collected."""
+    path = os.path.join(RESULTS, f"{run}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def needs(*runs):
+    """Decorator: call the table with the loaded run JSONs, or return None when one is missing."""
+    def wrap(table):
+        def render_table():
+            loaded = [load(run) for run in runs]
+            return None if any(r is None for r in loaded) else table(*loaded)
+        render_table.__name__, render_table.__doc__ = table.__name__, table.__doc__
+        return render_table
+    return wrap
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header, rows) -> str:
+    return "\n".join([_row(header), "|---" * len(header) + "|", *(_row(r) for r in rows)]) + "\n"
+
+
+def _pm(value, err, fmt=".4f") -> str:
+    return f"{value:{fmt}} ± {err:{fmt}}"
+
+
+def _weights(m) -> str:
+    return f"{m['mode_weight_min']:.2f}–{m['mode_weight_max']:.2f}"
+
+
+# --------------------------------------------------------------------------------------
+# Tables: each takes nothing and returns Markdown, or None when its JSON is missing
+# --------------------------------------------------------------------------------------
+@needs("toy2d-default")
+def toy2d(run):
+    """README / docs/results.md: one cell per toy and method, KL ± stderr and wall-clock."""
+    m = run["metrics"]
+    rows = []
+    for toy in TOYS:
+        d, g, s = m[f"{toy}/dde"], m[f"{toy}/dde-generator"], m[f"{toy}/mdsm"]
+        rows.append([toy, f"{_pm(d['kl'], d['kl_stderr'])}, {d['seconds']:.0f} s",
+                     f"{_pm(g['kl'], g['kl_stderr'])} (floor {g['kl_floor']:.4f}), {g['seconds']:.0f} s",
+                     f"{_pm(s['kl'], s['kl_stderr'])} (floor {s['kl_floor']:.4f}), {s['seconds']:.0f} s"])
+    return _table(["toy", "dde: density KL(p̂‖p_model)", "dde-generator: sample KL", "mdsm: sample KL"], rows)
+
+
+@needs("toy2d-default")
+def toy2d_coverage(run):
+    """docs/dde.md: both directions of the sample KL and the mode coverage."""
+    rows = []
+    for toy in TOYS:
+        for method in ("dde-generator", "mdsm"):
+            r = run["metrics"][f"{toy}/{method}"]
+            rows.append([toy, method, _pm(r["kl"], r["kl_stderr"]), f"{r['kl_reverse']:.4f}", f"{r['kl_floor']:.4f}",
+                         _weights(r), f"{r['off_support']:.4f}", f"{r.get('train_seconds', r['seconds']):.0f}",
+                         f"{r['sample_seconds']:.2f}"])
+    return _table(["toy", "method", "KL(p̂‖q̂)", "KL(q̂‖p̂)", "floor", "mode weights (min–max, 1 = uniform)",
+                   "off support", "train s", "sampling s"], rows)
+
+
+@needs("toy2d-default")
+def toy2d_likelihood(run):
+    """docs/results.md: log Z by AIS and grid, test log-likelihoods, and the exact p̂_σ's own."""
+    rows = []
+    for toy in TOYS:
+        r = run["metrics"][f"{toy}/dde"]
+        rows.append([toy, _pm(r["log_z_ais"], r["log_z_ais_stderr"]), f"{r['log_z_grid']:.4f}",
+                     _pm(r["test_ll_ais"], r["test_ll_ais_stderr"]), _pm(r["test_ll_grid"], r["test_ll_grid_stderr"]),
+                     f"{r['test_ll_true']:.4f}"])
+    return _table(["toy", "log Z (AIS)", "log Z (grid)", "test LL, AIS", "test LL, grid", "exact p̂_σ"], rows)
+
+
+@needs("toy2d-default", "toy2d-default-20k")
+def toy2d_20k(short, long):
+    """docs/dde.md: the generator's sample KL at the default 16,000 iterations and at 20,000."""
+    rows = [[toy, _pm(short["metrics"][f"{toy}/dde-generator"]["kl"], short["metrics"][f"{toy}/dde-generator"]["kl_stderr"]),
+             _pm(long["metrics"][f"{toy}/dde-generator"]["kl"], long["metrics"][f"{toy}/dde-generator"]["kl_stderr"])]
+            for toy in TOYS]
+    return _table(["toy", "sample KL, 16,000 iterations (default)", "sample KL, 20,000 iterations"], rows)
+
+
+@needs("toy2d-dde-study")
+def dde_study(run):
+    """README / docs/dde.md: what each deviation from the lockstep recipe costs (one toy)."""
+    rows = [[r["label"], _pm(r["metrics"]["kl"], r["metrics"]["kl_stderr"]), f"{r['metrics']['kl_reverse']:.4f}",
+             _weights(r["metrics"]), f"{r['metrics']['off_support']:.4f}"] for r in run["rows"]]
+    return _table(["deviation from the recipe", "KL(p̂‖q̂)", "KL(q̂‖p̂)", "mode weights (min–max)", "off support"], rows)
+
+
+def _classes(m) -> str:
+    return f"{m['class_min']:.3f} ({m['classes_under']} < {m['min_fraction']:.0%})"
+
+
+@needs("fashion_mnist_dde-default")
+def fashion_mnist_dde(run):
+    """README / docs/results.md: the DDE generator and the DDE density sampled by Langevin."""
+    m = run["metrics"]
+    d = m["dde_density"]
+    rows = [
+        ["DDE generator (one forward pass)", f"{m['fd']:.2f}", f"{m['inception_score']:.2f}", _classes(m),
+         f"{m['class_kl']:.3f}", f"{m['sample_seconds_per_1k']:.3f}", "1 forward", f"{m['pixel_std_across_samples']:.3f}"],
+        [f"DDE density E_p: {d['sampler_steps']} Langevin steps + Tweedie", f"{d['fd']:.2f}",
+         f"{d['inception_score']:.2f}", _classes(d), f"{d['class_kl']:.3f}", f"{d['sample_seconds_per_1k']:.2f}",
+         f"{d['sampler_steps'] + 1} gradients", f"{d['pixel_std_across_samples']:.3f}"],
+        ["floor: training subset vs test", f"{m['fd_floor']:.2f}", f"{m['inception_score_test']:.2f} (test set)",
+         "–", "–", "–", "–", f"{m['pixel_std_test_set']:.3f} (test set)"],
+        [f"full-covariance Gaussian fit ({m['baseline_draws']} draws)",
+         _pm(m["fd_gaussian_baseline"], m["fd_gaussian_baseline_std"], ".2f"), "–", "–", "–", "–", "–", "–"],
+    ]
+    return _table([f"Fashion-MNIST, FD n = {m['n']}", "FD", "IS analogue", "smallest class share", "class KL",
+                   "seconds / 1,000 samples", "network passes / sample", "pixel std across samples"], rows)
+
+
+@needs("fashion_mnist_dde-default")
+def fashion_mnist_dde_monitor(run):
+    """docs/dde.md: the generator monitor logged every 2,500 steps (FD, classes under 2 %)."""
+    mon = run["generator_monitor"]
+    return _table(["step", *(f"{r['step']:,}" for r in mon)],
+                  [["FD", *(f"{r['fd']:.0f}" for r in mon)], ["classes < 2 %", *(r["classes_under"] for r in mon)]])
+
+
+@needs("fashion_mnist-default")
+def fashion_mnist_mdsm(run):
+    """README / docs/results.md: FD of MDSM's samples against the floor and the baselines."""
+    m = run["metrics"]
+    rows = [
+        ["**MDSM samples** (clipped to [0, 1])", f"**{m['fd']:.1f}**"],
+        [f"floor: {m['n']:,} training images vs test", f"{m['fd_floor']:.2f}"],
+        [f"full-covariance Gaussian fitted to the training set (unclipped; mean ± std over {m['baseline_draws']} draws)",
+         _pm(m["fd_gaussian_baseline"], m["fd_gaussian_baseline_std"], ".1f")],
+        ["whole training set (60k) vs test", f"{m['fd_train']:.2f}"],
+        ["Inception-score analogue: samples / test set", f"{_pm(m['inception_score'], m['inception_score_std'], '.2f')} / "
+                                                         f"{_pm(m['inception_score_test'], m['inception_score_test_std'], '.2f')}"],
+        ["FD classifier's test accuracy (3,000 steps, seed 0)", f"{100 * m['classifier_accuracy']:.1f} %"],
+    ]
+    return _table([f"FD on classifier features, n = {m['n']:,} vs the test set", "value"], rows)
+
+
+MASK_LABELS = {"lower_half": "lower half missing", "centre_square": "centre 16×16 square missing",
+               "random_half": "50 % random pixels missing"}
+
+
+@needs("fashion_mnist-default")
+def fashion_mnist_inpainting(run):
+    """docs/results.md: PSNR on the missing pixels, MDSM against two baselines."""
+    rows = [[MASK_LABELS.get(kind, kind), f"{r['mdsm']:.2f}", f"{r['mean_image']:.2f}", f"{r['nearest_train']:.2f}"]
+            for kind, r in run["metrics"]["inpainting_psnr"].items()]
+    return _table(["inpainting, 50 test images per mask, PSNR (dB) on the missing pixels", "MDSM", "mean training image",
+                   "nearest training image on the visible pixels"], rows)
+
+
+def _bench():
+    if not os.path.exists(BENCHMARKS):
+        return None
+    with open(BENCHMARKS) as f:
+        return json.load(f)
+
+
+def _ms(impl) -> str:
+    s = impl["median_s"]
+    return f"{s * 1e3:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def _rate(impl) -> str:
+    return f"{_ms(impl)} ({impl['gflops_per_s']:.0f} GFLOP/s, {100 * impl['fraction_of_peak']:.0f} %)"
+
+
+def _k(impl) -> str:
+    return f"{impl['chain_steps_per_s'] / 1e3:.0f}k"
+
+
+def benchmarks():
+    """README / docs/performance.md: the summary of docs/benchmarks/benchmarks.json."""
+    b = _bench()
+    if b is None:
+        return None
+    rows = {r["name"]: r for r in b["rows"]}
+    mlp = rows["train_mlp"]["impls"]
+    out = [["DDE toy MLP DSM step (25 × 32 softplus, batch 2048)", _rate(mlp["jax ynn-off"]), _ms(mlp["jax"]),
+            _ms(mlp["torch"]), f"**{mlp['jax ynn-off']['speedup_vs_torch']:.2f}×**"]]
+    for name, label in (("train_resnet_b128", "MDSM ResNet step (6 blocks, width 64, 32×32), batch 128, `CanonicalConv`"),
+                        ("train_resnet_b64", "same, batch 64")):
+        r = rows[name]["impls"]
+        out.append([label, _rate(r["jax[canonical] ynn-off"]), f"{_ms(r['jax[canonical]'])} (`nn.Conv` {_ms(r['jax[nn.Conv]'])})",
+                    _ms(r["torch"]), f"{r['jax[canonical] ynn-off']['speedup_vs_torch']:.2f}×"])
+    t = rows["conv_ops_b128"]["totals"]
+    n_shapes = len(rows["conv_ops_b128"]["sizes"]["shapes"])
+    out.append([f"the ResNet's convolutions alone, batch 128: Σ over its {n_shapes} conv shapes × count of forward + "
+                "input gradient + kernel gradient",
+                f"{t['all']['jax_s']:.2f} s (fwd {t['fwd']['jax_s']:.2f}, dx {t['dx']['jax_s']:.2f}, dK {t['dK']['jax_s']:.2f})", "",
+                f"{t['all']['torch_s']:.2f} s ({t['fwd']['torch_s']:.2f}, {t['dx']['torch_s']:.2f}, {t['dK']['torch_s']:.2f})",
+                f"{t['all']['speedup_vs_torch']:.2f}×"])
+    lr = rows["langevin_resnet"]["impls"]
+    out.append([f"Langevin, ResNet, {rows['langevin_resnet']['sizes']['chains']} chains × "
+                f"{rows['langevin_resnet']['sizes']['steps']} steps, `lax.scan`",
+                f"{lr['jax[canonical] ynn-off lax.scan']['chain_steps_per_s']:.0f} chain-steps/s",
+                f"{lr['jax[canonical] lax.scan']['chain_steps_per_s']:.0f} (`MatmulConv` {lr['jax[matmul] lax.scan']['chain_steps_per_s']:.0f})",
+                f"{lr['torch python loop']['chain_steps_per_s']:.0f} (loop)",
+                f"**{lr['jax[canonical] ynn-off lax.scan']['speedup_vs_torch']:.2f}×**"])
+    for name, label in (("langevin_mlp", "Langevin, toy MLP, 10,000 chains × 200 steps: `lax.scan` / jitted step in a Python loop"),
+                        ("langevin_mlp_hugetlb", "same with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`"),
+                        ("langevin_mlp_100chains", "Langevin, toy MLP, 100 chains × 200 steps: `lax.scan` / loop")):
+        r = rows[name]["impls"]
+        scan = r["jax ynn-off lax.scan"]
+        ours = f"{_k(scan)} / {_k(r['jax ynn-off python loop'])} chain-steps/s (scan {scan['speedup_vs_jax_python_loop']:.2f}× its loop)"
+        if name != "langevin_mlp":
+            ours = f"{_k(scan)} / {_k(r['jax ynn-off python loop'])} ({scan['speedup_vs_jax_python_loop']:.2f}×)"
+        out.append([label, ours, f"{_k(r['jax lax.scan'])} / {_k(r['jax python loop'])}", _k(r["torch python loop"]),
+                    f"{scan['speedup_vs_torch']:.2f}×"])
+    jax_impls = [(n, i) for r in b["rows"] if r["kind"] != "peak" for n, i in r["impls"].items() if "compile_s" in i
+                 and r["kind"] != "conv_ops"]
+    off = max(i["compile_s"] for n, i in jax_impls if "ynn-off" in n)
+    default = max(i["compile_s"] for n, i in jax_impls if "ynn-off" not in n)
+    out.append(["compile time, every jax row", f"≤ {off:.1f} s", f"≤ {default:.1f} s", "", ""])
+    r = rows["train_resnet_b128"]["impls"]
+    gib = 1 / 1024
+    out.append(["peak RSS growth of one ResNet step, batch 128",
+                f"{r['jax[canonical] ynn-off']['peak_rss_mib'] * gib:.2f} GiB (XLA temporaries "
+                f"{r['jax[canonical] ynn-off']['xla_temp_mib'] * gib:.2f} GiB)",
+                f"{r['jax[canonical]']['peak_rss_mib'] * gib:.2f} GiB", f"{r['torch']['peak_rss_mib'] * gib:.2f} GiB", ""])
+    return _table(["computation", "dsm_jax, ynn-off", "dsm_jax, XLA defaults", "PyTorch", "ynn-off vs torch"], out)
+
+
+def fashion_mnist_likelihood():
+    """docs/results.md: hand-copied (static) until a ``likelihood.json`` is collected and a renderer
+    written for it; none was on the machine where this script was written."""
+    return None
+
+
+fashion_mnist_likelihood_summary = fashion_mnist_likelihood  # the README's two-row excerpt of it
+
+TABLES = {f.__name__: f for f in (toy2d, toy2d_coverage, toy2d_likelihood, toy2d_20k, dde_study, fashion_mnist_dde,
+                                  fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, benchmarks,
+                                  fashion_mnist_likelihood)}
+TABLES["fashion_mnist_likelihood_summary"] = fashion_mnist_likelihood_summary
+
+
+# --------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------
+def documents() -> list[str]:
+    docs = os.path.join(ROOT, "docs")
+    return [os.path.join(ROOT, "README.md")] + sorted(
+        os.path.join(docs, f) for f in os.listdir(docs) if f.endswith(".md"))
+
+
+def render(text: str, path: str = "") -> str:
+    """The text with every generated table replaced by the one its JSON gives now."""
+    cache = {}
+
+    def replace(match):
+        name = match["name"]
+        if name not in TABLES:
+            raise SystemExit(f"{path}: unknown table {name!r} (known: {', '.join(TABLES)})")
+        if name not in cache:
+            cache[name] = TABLES[name]()
+        table = cache[name]
+        if table is None:
+            if match["static"]:  # kept as written at that commit until its run JSON is collected
+                return match[0]
+            raise SystemExit(f"{path}: table {name!r} needs its run JSON in docs/results/ (or mark it static=<commit>)")
+        return f"<!-- table:{name} -->\n{table}<!-- /table -->"
+
+    return MARKER.sub(replace, text)
+
+
+def _date(path: str) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))
+
+
+def _head_commit() -> str:
+    """The checkout's commit (the code that is documented with these numbers), or "unknown"."""
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def collect(runs_dir: str) -> list[str]:
+    """Copy the metrics of every known run found under ``runs_dir`` into docs/results/<run>.json."""
+    os.makedirs(RESULTS, exist_ok=True)
+    commit = _head_commit()
+    written = []
+    for run, command in COMMANDS.items():
+        src = os.path.join(runs_dir, run)
+        if run == "toy2d-dde-study":
+            path = os.path.join(src, "study.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                study = json.load(f)
+            payload = {"command": command, "measured": _date(path), "commit": commit, "source": f"runs/{run}/study.json",
+                       "rows": [{"label": k, "overrides": v.pop("overrides", []),
+                                 "metrics": {a: b for a, b in v.items() if a != "mode_weights"}}
+                                for k, v in study["rows"].items()]}
+        else:
+            path = os.path.join(src, "metrics.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                payload = {"command": command, "measured": _date(path), "commit": commit,
+                           "source": f"runs/{run}/metrics.json", "metrics": json.load(f)}
+            log = os.path.join(src, "metrics.jsonl")
+            if os.path.exists(log):
+                with open(log) as f:
+                    records = [json.loads(line) for line in f if '"generator_monitor"' in line]
+                if records:  # a resumed run logs some steps twice: keep the later record
+                    payload["generator_monitor"] = sorted({r["step"]: r for r in records}.values(), key=lambda r: r["step"])
+        with open(os.path.join(RESULTS, f"{run}.json"), "w") as f:
+            json.dump(payload, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        written.append(run)
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when a table differs from its JSON; change nothing")
+    parser.add_argument("--collect", metavar="RUNS_DIR", help="first copy the runs' metrics into docs/results/")
+    args = parser.parse_args(argv)
+    if args.collect:
+        print("collected:", ", ".join(collect(args.collect)) or "nothing")
+    stale = []
+    for path in documents():
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        new = render(text, path)
+        if new == text:
+            continue
+        rel = os.path.relpath(path, ROOT)
+        if args.check:
+            stale.append(rel)
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), new.splitlines(True), rel, rel + " (from JSON)"))
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
+            print(f"updated {rel}")
+    if stale:
+        print(f"\nstale tables in {', '.join(stale)}: run python scripts/results_tables.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The README and docs/ stay true: short README, tables equal to their run JSON, links that
+resolve, commands in their module form, and a README example that runs."""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _results_tables():
+    spec = importlib.util.spec_from_file_location("results_tables", os.path.join(ROOT, "scripts", "results_tables.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _documents():
+    return [README] + sorted(os.path.join(DOCS, f) for f in os.listdir(DOCS) if f.endswith(".md"))
+
+
+def test_readme_at_most_250_lines():
+    n = len(_read(README).splitlines())
+    assert n <= 250, f"README.md has {n} lines; move detail to docs/*.md"
+
+
+def test_results_tables_check_passes():
+    """Every generated table equals what its docs/results JSON renders to (the script's --check)."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "results_tables.py"), "--check"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_results_tables_check_can_fail():
+    """A hand-edited number inside a generated table is put back from the JSON (so --check sees it)."""
+    rt = _results_tables()
+    text = _read(README)
+    assert "<!-- table:toy2d -->" in text
+    tampered = text.replace("0.0135 ± 0.0008 (floor 0.0030)", "0.0100 ± 0.0008 (floor 0.0030)", 1)
+    assert tampered != text
+    assert rt.render(tampered) == text
+
+
+def test_every_generated_table_has_json_or_is_static():
+    rt = _results_tables()
+    for path in _documents():
+        for m in rt.MARKER.finditer(_read(path)):
+            assert m["name"] in rt.TABLES, f"{path}: unknown table {m['name']}"
+            assert m["static"] or rt.TABLES[m["name"]]() is not None, f"{path}: {m['name']} has no JSON"
+
+
+def test_static_mdsm_tables_regenerate_to_the_same_text():
+    """The MDSM tables are static (their run JSON is not committed); given a metrics.json with the
+    published numbers, the renderer writes exactly the published tables, so a re-run can replace them."""
+    rt = _results_tables()
+    metrics = {
+        "n": 1000, "fd": 202.1, "fd_floor": 1.25, "fd_gaussian_baseline": 171.6, "fd_gaussian_baseline_std": 3.4,
+        "baseline_draws": 5, "fd_train": 0.12, "inception_score": 2.58, "inception_score_std": 0.10,
+        "inception_score_test": 7.95, "inception_score_test_std": 0.18, "classifier_accuracy": 0.918,
+        "inpainting_psnr": {"lower_half": {"mdsm": 10.15, "mean_image": 11.76, "nearest_train": 15.88},
+                            "centre_square": {"mdsm": 8.45, "mean_image": 9.82, "nearest_train": 15.27},
+                            "random_half": {"mdsm": 19.43, "mean_image": 12.10, "nearest_train": 19.60}},
+    }
+    real_load = rt.load
+    rt.load = lambda run: {"metrics": metrics} if run == "fashion_mnist-default" else real_load(run)
+    for path in (README, os.path.join(DOCS, "results.md")):
+        text = _read(path)
+        statics = [m for m in rt.MARKER.finditer(text) if m["name"] in ("fashion_mnist_mdsm", "fashion_mnist_inpainting")]
+        assert statics, f"{path} has no MDSM table"
+        rendered = rt.render(text)
+        for m in statics:
+            assert f"<!-- table:{m['name']} -->\n{m['body']}<!-- /table -->" in rendered
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+@pytest.mark.parametrize("path", _documents(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_local_links_and_figures_exist(path):
+    missing = []
+    for target in LINK.findall(_read(path)):
+        if re.match(r"[a-z]+://", target) or target.startswith("#"):
+            continue
+        file = target.split("#", 1)[0]
+        if not os.path.exists(os.path.join(os.path.dirname(path), file)):
+            missing.append(target)
+    assert not missing, f"{os.path.relpath(path, ROOT)} links to missing files: {missing}"
+
+
+def test_readme_links_figures_and_docs():
+    targets = LINK.findall(_read(README))
+    assert any(t.startswith("docs/figures/") and t.endswith(".png") for t in targets)
+    for doc in ("api", "results", "dde", "faithfulness", "performance", "scaling", "resilience"):
+        assert f"docs/{doc}.md" in targets, f"README does not link docs/{doc}.md"
+
+
+def test_readme_names_every_notebook():
+    text = _read(README)
+    notebooks = sorted(f for f in os.listdir(os.path.join(ROOT, "notebooks")) if f.endswith(".ipynb"))
+    assert len(notebooks) == 4
+    assert [n for n in notebooks if n not in text] == []
+
+
+def test_experiment_commands_are_modules():
+    """Scripts run as modules (`python -m experiments.toy2d`), never by path."""
+    for path in _documents():
+        stale = re.findall(r"experiments/\w+\.py|\b(?:toy2d|fashion_mnist\w*)\.py", _read(path))
+        assert not stale, f"{os.path.relpath(path, ROOT)}: {stale}"
+
+
+def test_readme_example_runs():
+    """The README's example block executes and gives finite, denoised samples of the right shape."""
+    text = _read(README)
+    section = text.split("\n## Example", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "dj.mdsm_loss" in code and "dj.langevin" in code and "dj.score" in code
+    scope = {}
+    exec(compile(code, "README.md:Example", "exec"), scope)
+    x, s, loss = np.asarray(scope["x"]), np.asarray(scope["s"]), float(scope["loss"])
+    assert x.shape == (256, 2) and s.shape == (256, 2)
+    assert np.isfinite(x).all() and np.isfinite(s).all() and np.isfinite(loss)
