@@ -33,12 +33,12 @@ def _split_latents(latent_fn, mesh):
     return lambda key: parallel.constrain_batch(latent_fn(key), mesh, name="latent_fn(key) batch")
 
 
-def _check_nets(energy_fn, generator_fn=None, latent_fn=None) -> None:
+def _check_nets(energy_fn, *generator_and_latent_fn) -> None:
+    """The functions a DDE step is built from (E; or E, G and the latent sampler)."""
     validation.check_callable("energy_fn", energy_fn, "(params, x) -> (batch,)")
-    if generator_fn is not None:
-        validation.check_callable("generator_fn", generator_fn, "(gen_params, z) -> x")
-    if latent_fn is not None:
-        validation.check_callable("latent_fn", latent_fn, "(key) -> z")
+    for name, fn, signature in zip(("generator_fn", "latent_fn"), generator_and_latent_fn,
+                                   ("(gen_params, z) -> x", "(key) -> z")):
+        validation.check_callable(name, fn, signature)
 
 
 class NetState(NamedTuple):

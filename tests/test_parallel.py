@@ -357,3 +357,26 @@ def test_mesh_argument_errors():
         parallel.resolve_mesh(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("model",)))
     with pytest.raises(ValueError, match="'auto', None or a jax.sharding.Mesh"):
         parallel.resolve_mesh("all")
+
+
+def test_shard_chains_refuses_bad_arguments_when_built():
+    import jax
+
+    sampler = lambda params, key, x0: x0  # noqa: E731
+    with pytest.raises(TypeError, match=r"`sample_fn` must be a function \(params, key, x0, \*masks\)"):
+        parallel.shard_chains(None)
+    with pytest.raises(TypeError, match=r"`mesh` must be 'auto', None or a jax.sharding.Mesh, got int"):
+        parallel.shard_chains(sampler, 8)
+    with pytest.raises(TypeError, match=r"`compiler_options` must be a dict or None"):
+        parallel.shard_chains(sampler, None, compiler_options=["fast"])
+    # mesh=None: plain jit on the default device, resolved when built (no ambient mesh).
+    x0 = np.ones((4, 2), np.float32)
+    np.testing.assert_array_equal(parallel.shard_chains(sampler, None)(None, jax.random.PRNGKey(0), x0), x0)
+
+
+def test_the_ambient_mesh_api_is_refused_pointing_at_mesh_arguments():
+    for removed in (lambda: parallel.active_mesh(None), parallel.current_mesh):
+        with pytest.raises(RuntimeError, match=r"was removed.*jax.jit's cache.*make_train_step\(\.\.\., mesh=mesh\)"):
+            removed()
+    assert not hasattr(parallel, "_ACTIVE_MESH")
+
