@@ -193,7 +193,9 @@ class Checkpoints:
 
 
 def latest_step(directory: str) -> int | None:
-    """The newest checkpointed step in ``directory`` (None when there is none)."""
+    """The newest checkpointed step in ``directory`` (None when there is none, or no such
+    directory yet; a path that is a file is refused)."""
+    directory = validation.check_directory_path("directory", directory)
     if not os.path.isdir(directory):
         return None
     ckpt = Checkpoints(directory)

@@ -309,6 +309,9 @@ def test_checkpoints_refuse_a_directory_that_is_a_file(tmp_path):
         checkpoint.Checkpoints(str(path))
     with pytest.raises(TypeError, match=r"`directory` must be a non-empty path"):
         checkpoint.Checkpoints(None)
+    with pytest.raises(ValueError, match=r"`directory` = .*ckpt' is an existing file"):
+        dj.latest_step(str(path))  # was None: "no checkpoint" for a path that can never hold one
+    assert dj.latest_step(str(tmp_path / "not-yet")) is None
     assert path.read_text() == "a file"
 
 
