@@ -79,7 +79,8 @@ def fit(
     With ``checkpoint_dir`` the loop resumes from the latest readable checkpoint there
     (parameters, optimiser state, EMA, step, RNG key and the data position: a run killed
     at any point and restarted ends bit-identical to an uninterrupted one) and saves every
-    ``checkpoint_every`` steps (a multiple of ``steps_per_call``; None or 0: never) and at
+    ``checkpoint_every`` steps (a multiple of ``steps_per_call``; None or 0: never; without
+    ``checkpoint_dir`` it is unused) and at
     ``n_steps``, keeping the last ``keep_checkpoints`` (>= 1; None: all); see
     :class:`dsm_jax.Checkpoints` for unreadable ones. ``fingerprint`` (a JSON-able dict,
     e.g. the config fields that shape the run) is stored with each checkpoint; resuming

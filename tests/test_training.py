@@ -320,6 +320,8 @@ class _NoStep(NamedTuple):
     ({"fingerprint": {"lr": object()}}, TypeError, r"`fingerprint` must be JSON-able"),
     ({"max_consecutive_skips": -1}, ValueError, r"`max_consecutive_skips` must be an int >= 0"),
     ({"callback": 3}, TypeError, r"`callback` must be a function \(state, record\)"),
+    ({"callback": dj.Every(5, None)}, TypeError, r"`callback Every.fn` must be a function \(state, record\)"),
+    ({"callback": [dj.Every(-5, print)]}, ValueError, r"`callback Every.steps` must be an int >= 0"),
     ({"batches": [1, 2]}, TypeError, r"`batches` must be None, a function batches\(n\)"),
     ({"desc": 3}, TypeError, r"`desc` must be a str"),
     ({"progress": "no"}, TypeError, r"`progress` must be True or False"),
