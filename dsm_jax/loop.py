@@ -130,8 +130,8 @@ def fit(
                 guard.refuse_nonfinite_state(state, done)
                 ckpts.save(done, state, {"skipped_total": guard.skipped_total, **feed.position()})
             for cb in callbacks:
-                if not isinstance(cb, Every) or cb.due(done, n_steps):
-                    (cb.fn if isinstance(cb, Every) else cb)(state, record)
+                if cb.due(done, n_steps):
+                    cb.fn(state, record)
             bar.update(n)
             bar.set_postfix(**_loss_postfix(means), it_s=f"{record['steps_per_s']:.0f}",
                             **({"skipped": guard.skipped_total} if guard.skipped_total else {}))
@@ -281,7 +281,7 @@ def _check_fit_arguments(step_fn, state, n_steps, steps_per_call, batches, desc,
                          checkpoint_dir, checkpoint_every, keep_checkpoints, fingerprint, max_consecutive_skips,
                          callback, compiler_options):
     """Every fit argument checked before anything is compiled, opened or restored;
-    returns ``(n_steps, steps_per_call, callbacks as a list)``."""
+    returns ``(n_steps, steps_per_call, callbacks as a list of Every)``."""
     validation.check_callable("step_fn", step_fn, "(state[, batch]) -> (state, metrics)")
     if not hasattr(state, "step"):
         raise TypeError(f"`state` must have a `step` field (e.g. dsm_jax.init_train_state(...) or "
@@ -317,4 +317,6 @@ def _check_fit_arguments(step_fn, state, n_steps, steps_per_call, batches, desc,
                 validation.check_multiple_of("callback Every.steps", steps, "steps_per_call", steps_per_call)
         else:
             validation.check_callable("callback", cb, "(state, record), a dsm_jax.Every or a list of these")
+    # A plain function runs after every chunk: chunks end on multiples of steps_per_call and at n_steps.
+    callbacks = [cb if isinstance(cb, Every) else Every(steps_per_call, cb, at_end=True) for cb in callbacks]
     return n_steps, steps_per_call, callbacks
