@@ -109,6 +109,9 @@ class Checkpoints:
 
     def save(self, step: int, state, extra: dict | None = None, fingerprint: dict | None = None) -> None:
         """Save ``state`` (a pytree of arrays) and ``extra`` (JSON: e.g. the data position)."""
+        step = validation.check_positive_int("step", step, minimum=0)
+        validation.check_json_dict("extra", extra)
+        validation.check_json_dict("fingerprint", fingerprint)
         extra = {**(extra or {}), "layout": state_layout(state), "digest": state_digest(state)}
         if fingerprint is not None:
             extra["fingerprint"] = _json_normal(fingerprint)

@@ -74,9 +74,18 @@ def resolve_mesh(mesh="auto") -> Mesh | None:
     return mesh
 
 
+def _required(mesh) -> Mesh:
+    """``mesh`` itself when it is a ``Mesh`` with a data axis; the placement functions below
+    take no ``"auto"`` or None (the step factories and fit resolve those first)."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh here (dsm_jax.parallel.data_mesh(), or "
+                        f"resolve_mesh('auto') when it is not None), got {type(mesh).__name__}.")
+    return resolve_mesh(mesh)
+
+
 def n_data(mesh: Mesh) -> int:
     """Number of devices along the data axis (how many slices a batch is cut into)."""
-    return int(mesh.shape[DATA_AXIS])
+    return int(_required(mesh).shape[DATA_AXIS])
 
 
 _NO_AMBIENT_MESH = (
@@ -102,12 +111,12 @@ def current_mesh():
 # Shardings and placement
 # ---------------------------------------------------------------------------------------
 def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(_required(mesh), PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
     """Split array axis ``axis`` over the data axis, every other axis whole."""
-    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
+    return NamedSharding(_required(mesh), PartitionSpec(*([None] * axis), DATA_AXIS))
 
 
 def check_divisible(name: str, size: int, mesh: Mesh | None, *, per_process: bool = False) -> None:
@@ -219,9 +228,7 @@ def constrain_batch(tree, mesh: Mesh | None, *, axis: int = 0, name: str = "batc
     the mesh they were built with (their ``mesh=`` argument)."""
     if mesh is None:
         return tree
-    if not isinstance(mesh, Mesh):
-        raise TypeError(f"constrain_batch: `mesh` must be None or a jax.sharding.Mesh (resolve 'auto' with "
-                        f"dsm_jax.parallel.resolve_mesh first), got {type(mesh).__name__}.")
+    _required(mesh)
     for leaf in _leaves_with_batch(tree, axis, name):
         check_divisible(name, np.shape(leaf)[axis], mesh)
     return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh, axis))

@@ -380,3 +380,18 @@ def test_the_ambient_mesh_api_is_refused_pointing_at_mesh_arguments():
             removed()
     assert not hasattr(parallel, "_ACTIVE_MESH")
 
+
+def test_placement_functions_refuse_what_is_not_a_data_mesh():
+    import jax
+
+    x = np.ones((4, 2), np.float32)
+    for place in (lambda m: parallel.replicate(x, m), lambda m: parallel.shard_batch(x, m),
+                  lambda m: parallel.constrain_batch(x, m)):
+        with pytest.raises(TypeError, match=r"`mesh` must be a jax.sharding.Mesh here .*got str"):
+            place("auto")
+        with pytest.raises(ValueError, match="no 'data' axis"):
+            place(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("model",)))
+    assert parallel.constrain_batch(x, None) is x  # no mesh: the one-device program, untouched
+    one = parallel.data_mesh(jax.devices()[:1])
+    np.testing.assert_array_equal(parallel.shard_batch(x, one), x)
+

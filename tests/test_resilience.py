@@ -315,6 +315,19 @@ def test_checkpoints_refuse_a_directory_that_is_a_file(tmp_path):
     assert path.read_text() == "a file"
 
 
+def test_checkpoint_save_refuses_a_bad_step_or_extra_before_writing(tmp_path):
+    _, state = _setup()
+    store = checkpoint.Checkpoints(str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match=r"`step` must be an int >= 0, got -1"):
+        store.save(-1, state)
+    with pytest.raises(TypeError, match=r"`extra` must be JSON-able"):
+        store.save(1, state, {"position": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"`fingerprint` must be a dict"):
+        store.save(1, state, fingerprint=["lr"])
+    store.close()
+    assert _finalized_steps(tmp_path / "ckpt") == []
+
+
 def test_a_checkpoint_written_before_the_split_still_loads_and_resumes(tmp_path):
     # tests/data/checkpoint_before_split/6 was written by dsm_jax.training.fit before it was
     # split into train_step/loop/checkpoint (6 steps of Adam + EMA over a BatchIterator,
