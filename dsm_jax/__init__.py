@@ -45,12 +45,12 @@ from dsm_jax.samplers import (
     mdsm_temperature_schedule,
     sample_in_chunks,
 )
-from dsm_jax.training import (
-    Checkpoints,
-    IncompatibleCheckpointError,
+from dsm_jax.checkpoint import Checkpoints, IncompatibleCheckpointError, latest_step
+from dsm_jax.loop import Every, fit
+from dsm_jax.runlog import append_record, read_log
+from dsm_jax.train_step import (
     TrainState,
     adam,
-    fit,
     init_train_state,
     make_train_step,
     skip_nonfinite_steps,

@@ -25,12 +25,20 @@ import optax
 
 from dsm_jax import parallel, validation
 from dsm_jax.core import dsm_loss, kl_generator_loss
-from dsm_jax.training import apply_loss, with_data
+from dsm_jax.train_step import apply_loss, with_data
 
 
-def _split_latents(latent_fn):
-    # Under fit's mesh, each device draws and pushes through G only its slice of the latents.
-    return lambda key: parallel.constrain_batch(latent_fn(key), name="latent_fn(key) batch")
+def _split_latents(latent_fn, mesh):
+    # With a mesh, each device draws and pushes through G only its slice of the latents.
+    return lambda key: parallel.constrain_batch(latent_fn(key), mesh, name="latent_fn(key) batch")
+
+
+def _check_nets(energy_fn, *generator_and_latent_fn) -> None:
+    """The functions a DDE step is built from (E; or E, G and the latent sampler)."""
+    validation.check_callable("energy_fn", energy_fn, "(params, x) -> (batch,)")
+    for name, fn, signature in zip(("generator_fn", "latent_fn"), generator_and_latent_fn,
+                                   ("(gen_params, z) -> x", "(key) -> z")):
+        validation.check_callable(name, fn, signature)
 
 
 class NetState(NamedTuple):
@@ -50,6 +58,8 @@ class DDEState(NamedTuple):
 def init_dde_state(gen_params, p_params, q_params, gen_optimizer, energy_optimizer, key) -> DDEState:
     """E_p and E_q each get their own state of the one ``energy_optimizer`` (lockstep: trained
     alike); ``q_params`` may be ``p_params`` itself (E_q starts as a copy of E_p)."""
+    validation.check_optimizer("gen_optimizer", gen_optimizer)
+    validation.check_optimizer("energy_optimizer", energy_optimizer)
     return DDEState(
         step=jnp.zeros((), jnp.int32),
         gen=NetState(gen_params, gen_optimizer.init(gen_params)),
@@ -71,6 +81,7 @@ def make_dde_step(
     gen_every: int = 10,
     train_p: bool = True,
     data_fn: Callable | None = None,
+    mesh=None,
 ):
     """The DDE loop's step.
 
@@ -80,14 +91,26 @@ def make_dde_step(
     lets E_p see where the generator's first samples lie; all three losses use the same σ).
     Metrics: ``p_loss``, ``q_loss``, ``gen_loss`` (the surrogate on this step's latents,
     whether or not G stepped) and ``gen_stepped`` (1 on steps where G was updated).
+
+    ``mesh``: None (default) builds the one-device step; a ``Mesh`` (or ``"auto"``, resolved
+    here on the host) builds a data-parallel one: the real batch and the latents are split
+    over the mesh's ``"data"`` axis, each device drawing and processing its slice (pass the
+    same mesh to :func:`dsm_jax.fit`).
     """
+    _check_nets(energy_fn, generator_fn, latent_fn)
+    validation.check_optimizer("gen_optimizer", gen_optimizer)
+    validation.check_optimizer("energy_optimizer", energy_optimizer)
     gen_every = validation.check_positive_int("gen_every", gen_every)
-    latent_fn = _split_latents(latent_fn)
+    train_p = validation.check_bool("train_p", train_p)
+    validation.check_callable("data_fn", data_fn, "(key) -> x", optional=True)
+    mesh = parallel.resolve_mesh(mesh)
+    latent_fn = _split_latents(latent_fn, mesh)
     sigma_at = sigma if callable(sigma) else (lambda step: sigma)
     if not callable(sigma):
         validation.check_positive("sigma", sigma)
 
     def step_on(state: DDEState, x_real):
+        x_real = parallel.constrain_batch(x_real, mesh, name="x_real (the real batch)")
         sigma_now = sigma_at(state.step)
         energy_loss = dsm_loss(energy_fn, sigma_now)
         gen_loss = kl_generator_loss(generator_fn, energy_fn, sigma_now)
@@ -118,7 +141,7 @@ def make_dde_step(
         new_state = DDEState(state.step + 1, gen, p, q, state.gen_updates + do_gen.astype(jnp.int32), key)
         return new_state, metrics
 
-    return step_on if data_fn is None else with_data(step_on, data_fn)
+    return step_on if data_fn is None else with_data(step_on, data_fn, mesh=mesh)
 
 
 def geometric_sigma_schedule(sigma_start, sigma_end, n_steps):
@@ -135,11 +158,14 @@ def geometric_sigma_schedule(sigma_start, sigma_end, n_steps):
     return sigma
 
 
-def make_q_warmup_step(energy_fn, generator_fn, sigma, latent_fn, energy_optimizer):
+def make_q_warmup_step(energy_fn, generator_fn, sigma, latent_fn, energy_optimizer, *, mesh=None):
     """Train E_q alone on samples of the (fixed) initial generator, so the first generator
-    steps see a sensible q̂. ``step(state) -> (state, {"q_loss"})``; ``state.step`` unchanged."""
+    steps see a sensible q̂. ``step(state) -> (state, {"q_loss"})``; ``state.step`` unchanged.
+    ``mesh``: as in :func:`make_dde_step` (the latents split over it)."""
+    _check_nets(energy_fn, generator_fn, latent_fn)
+    validation.check_optimizer("energy_optimizer", energy_optimizer)
     energy_loss = dsm_loss(energy_fn, sigma)
-    latent_fn = _split_latents(latent_fn)
+    latent_fn = _split_latents(latent_fn, parallel.resolve_mesh(mesh))
 
     def step(state: DDEState):
         key, k_z, k_q = jax.random.split(state.key, 3)
@@ -150,15 +176,20 @@ def make_q_warmup_step(energy_fn, generator_fn, sigma, latent_fn, energy_optimiz
     return step
 
 
-def make_p_warmup_step(energy_fn, sigma, energy_optimizer):
+def make_p_warmup_step(energy_fn, sigma, energy_optimizer, *, mesh=None):
     """Train E_p alone by DSM on real batches before the loop (``step(state, x_real) ->
     (state, {"p_loss"})``; ``state.step`` and the generator unchanged): the first generator
     steps then follow a data density rather than a barely trained E_p, whose early gradient
     pulls every sample toward one blob (on Fashion-MNIST the generator collapsed onto a
-    single image without it). E_p stays on the same optimiser state when the loop starts."""
+    single image without it). E_p stays on the same optimiser state when the loop starts.
+    ``mesh``: as in :func:`make_dde_step` (the real batch split over it)."""
+    _check_nets(energy_fn)
+    validation.check_optimizer("energy_optimizer", energy_optimizer)
     energy_loss = dsm_loss(energy_fn, sigma)
+    mesh = parallel.resolve_mesh(mesh)
 
     def step(state: DDEState, x_real):
+        x_real = parallel.constrain_batch(x_real, mesh, name="x_real (the real batch)")
         key, k_p = jax.random.split(state.key)
         params, opt_state, m = apply_loss(energy_loss, energy_optimizer, state.p.params, state.p.opt_state, k_p, x_real)
         return state._replace(p=NetState(params, opt_state), key=key), {"p_loss": m["loss"]}

@@ -13,10 +13,14 @@ The pieces:
 
 * :func:`data_mesh` — the mesh; :func:`resolve_mesh` turns ``"auto"`` into it when there
   is more than one device (``None`` on one device: the unsharded code path, unchanged).
+  The mesh is always an *argument* (of :func:`dsm_jax.make_train_step`,
+  :func:`dsm_jax.make_dde_step`, :func:`shard_chains`, :func:`dsm_jax.fit`), resolved on the
+  host when the factory is built; nothing reads an ambient mesh at trace time, so
+  ``jax.jit``'s cache (which keys on the function and its arguments) always sees it.
 * :func:`replicate`, :func:`shard_batch` (a *global* array, the same on every process),
   :func:`shard_local_batch` (this process's rows of the global batch, e.g. from
   :class:`dsm_jax.data.BatchIterator`), :func:`constrain_batch` (inside jit: split data a
-  step draws itself, such as ``training.with_data`` batches or DDE latents).
+  step draws itself, such as ``with_data`` batches or DDE latents, over a given mesh).
 * :func:`shard_chains` — any sampler of this package with its chains split over devices.
 * :func:`maybe_initialize_distributed` — ``jax.distributed.initialize()`` when the
   launcher's environment says this is one process of several (see :func:`launcher`).
@@ -26,8 +30,6 @@ axis, naming the argument and the sizes that would work.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 from collections.abc import Mapping
 
@@ -35,10 +37,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-DATA_AXIS = "data"
+from dsm_jax import validation
 
-# The mesh fit/shard_chains are running under; read at trace time by constrain_batch.
-_ACTIVE_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("dsm_jax_active_mesh", default=None)
+DATA_AXIS = "data"
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,35 +74,49 @@ def resolve_mesh(mesh="auto") -> Mesh | None:
     return mesh
 
 
+def _required(mesh) -> Mesh:
+    """``mesh`` itself when it is a ``Mesh`` with a data axis; the placement functions below
+    take no ``"auto"`` or None (the step factories and fit resolve those first)."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"`mesh` must be a jax.sharding.Mesh here (dsm_jax.parallel.data_mesh(), or "
+                        f"resolve_mesh('auto') when it is not None), got {type(mesh).__name__}.")
+    return resolve_mesh(mesh)
+
+
 def n_data(mesh: Mesh) -> int:
     """Number of devices along the data axis (how many slices a batch is cut into)."""
-    return int(mesh.shape[DATA_AXIS])
+    return int(_required(mesh).shape[DATA_AXIS])
 
 
-@contextlib.contextmanager
-def active_mesh(mesh: Mesh | None):
-    """Within this block, :func:`constrain_batch` splits over ``mesh`` (no-op for None)."""
-    token = _ACTIVE_MESH.set(mesh)
-    try:
-        yield mesh
-    finally:
-        _ACTIVE_MESH.reset(token)
+_NO_AMBIENT_MESH = (
+    "dsm_jax.parallel.{name} was removed: a mesh read from a context at trace time is invisible to "
+    "jax.jit's cache, so a step jitted once silently kept its unsharded program inside the block. "
+    "Pass the mesh as an argument instead: make_train_step(..., mesh=mesh), make_dde_step(..., mesh=mesh), "
+    "make_q_warmup_step(..., mesh=mesh), shard_chains(sample_fn, mesh), fit(..., mesh=mesh)."
+)
 
 
-def current_mesh() -> Mesh | None:
-    return _ACTIVE_MESH.get()
+def active_mesh(mesh=None):
+    """Deprecated and refused: raises, pointing at the ``mesh=`` arguments that replace it
+    (a silent no-op would hide that a step no longer shards)."""
+    raise RuntimeError(_NO_AMBIENT_MESH.format(name="active_mesh"))
+
+
+def current_mesh():
+    """Deprecated and refused, like :func:`active_mesh`: there is no ambient mesh."""
+    raise RuntimeError(_NO_AMBIENT_MESH.format(name="current_mesh"))
 
 
 # ---------------------------------------------------------------------------------------
 # Shardings and placement
 # ---------------------------------------------------------------------------------------
 def replicated(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, PartitionSpec())
+    return NamedSharding(_required(mesh), PartitionSpec())
 
 
 def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
     """Split array axis ``axis`` over the data axis, every other axis whole."""
-    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
+    return NamedSharding(_required(mesh), PartitionSpec(*([None] * axis), DATA_AXIS))
 
 
 def check_divisible(name: str, size: int, mesh: Mesh | None, *, per_process: bool = False) -> None:
@@ -206,13 +221,14 @@ def shard_local_batch(tree, mesh: Mesh, axis: int = 0, name: str = "batch"):
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
 
 
-def constrain_batch(tree, axis: int = 0, name: str = "batch"):
+def constrain_batch(tree, mesh: Mesh | None, *, axis: int = 0, name: str = "batch"):
     """Inside a jitted step: ask XLA to split ``tree`` (data the step draws itself) on
-    ``axis`` over the active mesh's data axis, so each device generates and processes
-    only its slice. A no-op outside :func:`active_mesh` (one device: unchanged)."""
-    mesh = current_mesh()
+    ``axis`` over ``mesh``'s data axis, so each device generates and processes only its
+    slice. ``mesh=None``: a no-op (the one-device program). Step factories call this with
+    the mesh they were built with (their ``mesh=`` argument)."""
     if mesh is None:
         return tree
+    _required(mesh)
     for leaf in _leaves_with_batch(tree, axis, name):
         check_divisible(name, np.shape(leaf)[axis], mesh)
     return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh, axis))
@@ -229,19 +245,21 @@ def shard_chains(sample_fn, mesh="auto", compiler_options: dict | None = None):
     ``inpainter``): a per-example mask (shape of ``x0``) is split like ``x0``, a shared one
     (event shape) replicated. Outputs are gathered (replicated), so ``np.asarray`` works on
     every process. With partitionable threefry the chains are those of the one-device run.
-    ``mesh``: as in :func:`resolve_mesh`, resolved at the first call. ``compiler_options``
-    go to ``jax.jit`` (see :func:`dsm_jax.compiler_options`).
+    ``mesh``: as in :func:`resolve_mesh`, resolved here, once, when ``shard_chains`` is
+    called (``None``: plain ``jax.jit`` on the default device). ``compiler_options`` go to
+    ``jax.jit`` (see :func:`dsm_jax.compiler_options`).
     """
-    jitted: dict = {}
+    validation.check_callable("sample_fn", sample_fn, "(params, key, x0, *masks) -> x")
+    if compiler_options is not None and not isinstance(compiler_options, Mapping):
+        raise TypeError(f"`compiler_options` must be a dict or None (e.g. dsm_jax.compiler_options()), "
+                        f"got {type(compiler_options).__name__}.")
+    m = resolve_mesh(mesh)
+    shardings = {} if m is None else {"out_shardings": replicated(m)}
+    jitted = jax.jit(sample_fn, compiler_options=compiler_options, **shardings)
 
     def run(params, key, x0, *masks):
-        m = resolve_mesh(mesh) if "m" not in jitted else jitted["m"]
-        if "m" not in jitted:
-            jitted["m"] = m
-            shardings = {} if m is None else {"out_shardings": replicated(m)}
-            jitted["fn"] = jax.jit(sample_fn, compiler_options=compiler_options, **shardings)
         if m is None:
-            return jitted["fn"](params, key, x0, *masks)
+            return jitted(params, key, x0, *masks)
         x0_s = shard_batch(x0, m, 0, "x0")
         masks_s = [
             None if mask is None
@@ -249,8 +267,7 @@ def shard_chains(sample_fn, mesh="auto", compiler_options: dict | None = None):
             else replicate(mask, m)
             for mask in masks
         ]
-        with active_mesh(m):
-            return jitted["fn"](replicate(params, m), replicate(key, m), x0_s, *masks_s)
+        return jitted(replicate(params, m), replicate(key, m), x0_s, *masks_s)
 
     return run
 

@@ -245,3 +245,100 @@ def check_prng_key(name: str, key) -> None:
         got = f"dtype {dtype} and shape {shape}" if dtype is not None else repr(key)
         raise TypeError(f"`{name}` must be one PRNG key (jax.random.PRNGKey(seed) or jax.random.key(seed)), "
                         f"got {got}; pass a key, not a seed, and split a batch of keys with jax.vmap.")
+
+
+# ---------------------------------------------------------------------------------------
+# h1-train: arguments of the training step, the host loop, checkpoints and meshes.
+# ---------------------------------------------------------------------------------------
+def check_optional_int(name: str, value, minimum: int, meaning_of_none: str) -> int | None:
+    """``value`` as an int >= ``minimum``, or None (which means ``meaning_of_none``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, or None ({meaning_of_none}), got {value!r}.")
+    return int(value)
+
+
+def check_callable(name: str, value, signature: str, optional: bool = False) -> None:
+    """``value`` must be callable as ``signature`` (or None when ``optional``)."""
+    if value is None and optional:
+        return
+    if not callable(value):
+        none = " or None" if optional else ""
+        raise TypeError(f"`{name}` must be a function {signature}{none}, got {type(value).__name__} {value!r:.80}.")
+
+
+def check_optimizer(name: str, value) -> None:
+    """An optax ``GradientTransformation`` (anything with ``init`` and ``update``)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(f"`{name}` must be an optax.GradientTransformation (e.g. dsm_jax.adam(1e-3) or "
+                        f"optax.sgd(0.1)), got {type(value).__name__}.")
+
+
+def check_in_unit_interval(name: str, value, example: str) -> float:
+    """A float in [0, 1) (Adam's betas, an EMA decay); NaN and 1 refused."""
+    try:
+        number = None if isinstance(value, (bool, str)) or np.ndim(value) != 0 else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0.0 <= number < 1.0:
+        raise ValueError(f"`{name}` must be a number in [0, 1) (e.g. {example}), got {value!r}.")
+    return number
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_multiple_of(name: str, value: int, of_name: str, of_value: int) -> None:
+    """``value`` (already an int) must be a multiple of ``of_value``: the host loop only
+    stops at chunk boundaries, so anything else would silently be rounded up."""
+    if value % of_value:
+        lo, hi = (value // of_value) * of_value, -(-value // of_value) * of_value
+        near = f"{hi}" if lo == 0 else f"{lo} or {hi}"
+        raise ValueError(
+            f"`{name}` = {value} is not a multiple of `{of_name}` = {of_value}: the loop stops on the host only "
+            f"every {of_name} steps, so it would act at other steps than asked. Use {near}, or change {of_name}."
+        )
+
+
+def check_directory_path(name: str, path) -> str:
+    """A path usable as a directory: a ``str``/``os.PathLike`` that is not an existing file."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)):
+        raise TypeError(f"`{name}` must be a non-empty path (str or os.PathLike), got {path!r}.")
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`{name}` = {path!r} is an existing file, not a directory; name a directory "
+                         f"(it is created if missing), or move the file away.")
+    return path
+
+
+def check_file_path(name: str, path) -> str:
+    """A path usable as a file to append to: not an existing directory."""
+    import os
+
+    if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)):
+        raise TypeError(f"`{name}` must be a non-empty path (str or os.PathLike), got {path!r}.")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"`{name}` = {path!r} is a directory; name a file inside it, e.g. {path}/metrics.jsonl.")
+    return path
+
+
+def check_json_dict(name: str, value) -> None:
+    """None or a dict that ``json.dumps`` can write (it is saved beside checkpoints or logs)."""
+    import json
+
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise TypeError(f"`{name}` must be a dict (JSON-able) or None, got {type(value).__name__}.")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"`{name}` must be JSON-able (numbers, strings, lists, dicts): {err}. Convert "
+                        f"arrays with .tolist() and other objects with str().") from None

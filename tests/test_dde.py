@@ -200,3 +200,35 @@ def test_E_q_may_start_as_a_copy_of_E_p():
     final, _, _ = _trajectory(_make_step(gen_every=2), state, 10)
     assert not tree_equal(final.p.params, final.q.params)
     assert tree_equal(state.p.params, energy)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"gen_every": 0}, ValueError, r"`gen_every` must be an int >= 1"),
+    ({"gen_every": 2.5}, ValueError, r"`gen_every` must be an int >= 1"),
+    ({"train_p": "no"}, TypeError, r"`train_p` must be True or False"),
+    ({"energy_fn": None}, TypeError, r"`energy_fn` must be a function \(params, x\)"),
+    ({"generator_fn": "G"}, TypeError, r"`generator_fn` must be a function \(gen_params, z\)"),
+    ({"latent_fn": jnp.zeros((4, 2))}, TypeError, r"`latent_fn` must be a function \(key\) -> z"),
+    ({"gen_optimizer": None}, TypeError, r"`gen_optimizer` must be an optax.GradientTransformation"),
+    ({"energy_optimizer": optax.adam}, TypeError, r"`energy_optimizer` must be an optax.GradientTransformation"),
+    ({"sigma": 0.0}, ValueError, r"`sigma` must be finite and > 0"),
+    ({"sigma": float("nan")}, ValueError, r"`sigma` must be finite and > 0"),
+    ({"data_fn": 1}, TypeError, r"`data_fn` must be a function \(key\) -> x or None"),
+    ({"mesh": "devices"}, ValueError, r"`mesh` must be 'auto', None or a jax.sharding.Mesh"),
+])
+def test_make_dde_step_refuses_bad_arguments(kwargs, error, message):
+    args = {**dict(energy_fn=diag_quadratic_energy, generator_fn=linear_generator, sigma=SIGMA, latent_fn=latent_fn,
+                   gen_optimizer=optax.sgd(0.1), energy_optimizer=optax.adam(0.1)), **kwargs}
+    with pytest.raises(error, match=message):
+        dj.make_dde_step(**args)
+
+
+def test_dde_warmups_and_state_refuse_bad_arguments():
+    with pytest.raises(TypeError, match=r"`energy_optimizer` must be an optax.GradientTransformation"):
+        dj.make_q_warmup_step(diag_quadratic_energy, linear_generator, SIGMA, latent_fn, "adam")
+    with pytest.raises(TypeError, match=r"`latent_fn` must be a function"):
+        dj.make_q_warmup_step(diag_quadratic_energy, linear_generator, SIGMA, None, optax.sgd(0.1))
+    with pytest.raises(TypeError, match=r"`energy_fn` must be a function"):
+        dj.make_p_warmup_step(None, SIGMA, optax.sgd(0.1))
+    with pytest.raises(TypeError, match=r"`gen_optimizer` must be an optax.GradientTransformation"):
+        dj.init_dde_state(jnp.ones(2), jnp.ones(2), jnp.ones(2), None, optax.sgd(0.1), jax.random.PRNGKey(0))

@@ -1,5 +1,5 @@
-"""The image half: the MDSM ResNet energy, chunked sampling, inpainting masks/PSNR/baselines,
-and training-loop pieces the Fashion-MNIST experiment relies on (EMA, data-order resume)."""
+"""The image half: the MDSM ResNet energy, chunked sampling, inpainting masks/PSNR/baselines.
+(The EMA and data-order resume tests live in tests/test_training.py.)"""
 import chex
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import dsm_jax as dj
-from dsm_jax import data, inpainting
+from dsm_jax import inpainting
 
 
 @pytest.fixture(scope="module")
@@ -144,44 +144,3 @@ class TestInpainting:
         out = np.asarray(fill(params, jax.random.key(4), x, jnp.asarray(observed)))
         np.testing.assert_array_equal(out[observed > 0], np.asarray(x)[observed > 0])
         assert np.any(out[observed == 0] != np.asarray(x)[observed == 0])
-
-
-class TestTrainingPieces:
-    def test_ema_follows_params(self):
-        loss = lambda p, key, x: jnp.sum((p["w"] - x) ** 2)  # noqa: E731
-        opt = dj.adam(0.1)
-        state = dj.init_train_state({"w": jnp.zeros(2)}, opt, jax.random.key(0), ema=True)
-        step = jax.jit(dj.make_train_step(loss, opt, ema_decay=0.5))
-        new, _ = step(state, jnp.ones(2))
-        chex.assert_trees_all_close(new.ema["w"], 0.5 * state.ema["w"] + 0.5 * new.params["w"])
-        with pytest.raises(ValueError, match="ema=True"):
-            dj.make_train_step(loss, opt, ema_decay=0.9)(dj.init_train_state({"w": jnp.zeros(2)}, opt,
-                                                                             jax.random.key(0)), jnp.ones(2))
-        with pytest.raises(ValueError, match="ema_decay"):
-            dj.make_train_step(loss, opt, ema_decay=1.5)
-
-    def test_resume_restores_data_position_and_ema(self, tmp_path):
-        # A run stopped after 6 of 12 steps and resumed ends bit-identical to one run of 12:
-        # params, optimiser state, EMA, key and the data order all come back.
-        x = np.arange(40, dtype=np.float32).reshape(20, 2)
-        loss = lambda p, key, b: jnp.mean((p["w"] - b) ** 2) + 0.01 * jax.random.normal(key, ())  # noqa: E731
-        opt = dj.adam(0.05)
-        step = dj.make_train_step(loss, opt, ema_decay=0.9)
-
-        def run(n_steps, ckpt, it):
-            state = dj.init_train_state({"w": jnp.zeros(2)}, opt, jax.random.key(0), ema=True)
-            return dj.fit(step, state, n_steps, steps_per_call=3, batches=it, progress=False,
-                          checkpoint_dir=ckpt, checkpoint_every=3)[0]
-
-        full = run(12, None, data.BatchIterator(x, 4, seed=1))
-        ckpt = str(tmp_path / "ck")
-        run(6, ckpt, data.BatchIterator(x, 4, seed=1))
-        resumed = run(12, ckpt, data.BatchIterator(x, 4, seed=1))  # a fresh iterator, as after a crash
-        chex.assert_trees_all_equal(full, resumed)
-
-    def test_fit_callback_sees_every_chunk(self):
-        step = dj.make_train_step(lambda p, k, x: jnp.sum(p**2), dj.adam(0.1), data_fn=lambda k: 0.0)
-        seen = []
-        dj.fit(step, dj.init_train_state(jnp.ones(()), dj.adam(0.1), jax.random.key(0)), 7, steps_per_call=3,
-               progress=False, callback=lambda s, r: seen.append((int(s.step), r["step"])))
-        assert seen == [(3, 3), (6, 6), (7, 7)]

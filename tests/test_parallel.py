@@ -62,7 +62,7 @@ def _worker_eight_devices() -> dict:
 
     import dsm_jax as dj
     from dsm_jax import toy as toys
-    from dsm_jax.training import _scan_chunk
+    from dsm_jax.loop import _compile_chunk
 
     assert jax.device_count() == 8, jax.devices()
     mesh = parallel.data_mesh()
@@ -85,17 +85,17 @@ def _worker_eight_devices() -> dict:
                          "moved": _max_diff(s1.params, params),
                          "state_devices": len(jax.tree.leaves(s8.params)[0].sharding.device_set)}
 
-    # 2. The DDE step, 2 steps in one scan: the real batch drawn inside (training.with_data,
-    #    as toy2d draws its batches) and the latents both split by the steps' constraints.
+    # 2. The DDE step, 2 steps in one scan: the real batch drawn inside (with_data, as toy2d
+    #    draws its batches) and the latents both split by the step built with mesh=.
     toy = toys.get_toy("eight_gaussians")
     gen_params = {"a": jnp.ones(2), "b": jnp.zeros(2)}
     generator_fn = lambda p, z: p["a"] * z[:, :2] + p["b"] + z[:, 2:]  # noqa: E731  (3-d latents: unmistakable in HLO)
     dde_state = dj.init_dde_state(gen_params, params, params, opt, opt, jax.random.PRNGKey(2))
-    dde = dj.make_dde_step(efn, generator_fn, 0.3, lambda k: jax.random.normal(k, (96, 3)), opt, opt,
-                           gen_every=1, data_fn=lambda k: toy.sample(k, 96))
-    d1, _ = jax.jit(_scan_chunk(dde, 2, False))(dde_state)
-    with parallel.active_mesh(mesh):  # as fit runs it: replicated state, the constraints active
-        compiled = _scan_chunk(dde, 2, False, mesh).lower(parallel.replicate(dde_state, mesh)).compile()
+    dde_args = (efn, generator_fn, 0.3, lambda k: jax.random.normal(k, (96, 3)), opt, opt)
+    dde_kw = dict(gen_every=1, data_fn=lambda k: toy.sample(k, 96))
+    d1, _ = jax.jit(_compile_chunk(dj.make_dde_step(*dde_args, **dde_kw), 2, False))(dde_state)
+    dde = dj.make_dde_step(*dde_args, **dde_kw, mesh=mesh)  # as fit runs it: replicated state
+    compiled = _compile_chunk(dde, 2, False, mesh).lower(parallel.replicate(dde_state, mesh)).compile()
     d8, _ = compiled(parallel.replicate(dde_state, mesh))
     hlo = compiled.as_text()
     out["dde_step"] = {"state": _max_diff(d1, d8), "moved": _max_diff(d1.gen.params, gen_params),
@@ -116,12 +116,54 @@ def _worker_eight_devices() -> dict:
                    "out_devices": len(b.sharding.device_set)}
 
     # 4. A global batch that does not split over 8 devices: clear errors, before compute.
-    step60 = dj.make_train_step(dj.dsm_loss(efn, 0.2), opt, data_fn=lambda k: jax.random.normal(k, (60, 2)))
+    step60 = dj.make_train_step(dj.dsm_loss(efn, 0.2), opt, data_fn=lambda k: jax.random.normal(k, (60, 2)),
+                                mesh=mesh)
     out["errors"] = {
         "batches": _error(lambda: dj.fit(step, state0, 1, batches=lambda n: np.zeros((n, 60, 2)), progress=False)),
         "data_fn": _error(lambda: dj.fit(step60, state0, 1, progress=False)),
         "chains": _error(lambda: parallel.shard_chains(mala)(params, key, x0[:60])),
         "config": _error(lambda: parallel.check_batches({"batch_size": 100, "n_samples": 64})),
+    }
+
+    # 5. The mesh is an argument, never ambient state. A step built with mesh= is its own
+    #    program, split 96 -> 12 rows a device; the same step built without one stays the
+    #    one-device program (two jitted functions, one cache entry each). On the old code the
+    #    mesh came from parallel.active_mesh, read at trace time: a step jitted once reused
+    #    its unsharded program inside the block (cache size stayed 1).
+    loss = dj.dsm_loss(efn, 0.2)
+    draw96 = lambda k: jax.random.normal(k, (96, 2))  # noqa: E731
+    plain = jax.jit(dj.make_train_step(loss, opt, data_fn=draw96))
+    meshed = jax.jit(dj.make_train_step(loss, opt, data_fn=draw96, mesh=mesh))
+    on_batch = jax.jit(dj.make_train_step(loss, opt, mesh=mesh))  # step(state, x): x split as given
+    s0 = dj.init_train_state(params, opt, jax.random.PRNGKey(6))
+    (p_state, p_metrics), (m_state, m_metrics) = plain(s0), meshed(s0)
+    plain(s0), meshed(s0)  # called again: each reuses its own program
+    hlo = {name: fn.lower(*args).compile().as_text()
+           for name, fn, args in (("plain", plain, (s0,)), ("meshed", meshed, (s0,)),
+                                  ("on_batch", on_batch, (s0, x[0])))}
+    fit_state, _ = dj.fit(dj.make_train_step(loss, opt, data_fn=draw96, mesh=mesh), s0, 2, steps_per_call=2,
+                          progress=False, mesh=mesh)
+    fit_none, _ = dj.fit(dj.make_train_step(loss, opt, data_fn=draw96), s0, 2, steps_per_call=2,
+                         progress=False, mesh=None)
+    chains_none = parallel.shard_chains(mala, None)(params, key, x0, free)[0]
+    chains_mesh = parallel.shard_chains(mala, mesh)(params, key, x0, free)[0]
+    try:
+        with parallel.active_mesh(mesh):
+            plain(s0)
+        ambient = "no error"
+    except RuntimeError as err:
+        ambient = str(err)
+    out["mesh_argument"] = {
+        "slices": {name: "f32[12,2]" in text for name, text in hlo.items()},
+        "full": {name: "f32[96,2]" in text for name, text in hlo.items()},
+        "cache_sizes": [plain._cache_size(), meshed._cache_size()],
+        "state": _max_diff(p_state, m_state), "loss": abs(float(p_metrics["loss"]) - float(m_metrics["loss"])),
+        "moved": _max_diff(p_state.params, params),
+        "fit_devices": [len(jax.tree.leaves(s.params)[0].sharding.device_set) for s in (fit_none, fit_state)],
+        "fit_state": _max_diff(fit_none, fit_state),
+        "chain_devices": [len(c.sharding.device_set) for c in (chains_none, chains_mesh)],
+        "chains": _max_diff(chains_none, chains_mesh),
+        "active_mesh": ambient,
     }
     return out
 
@@ -168,11 +210,17 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------
 # Tests
 # ---------------------------------------------------------------------------------------
-def test_eight_devices_match_one_device():
+@pytest.fixture(scope="module")
+def eight_devices() -> dict:
+    """The 8-device worker's measurements (one subprocess for every test that reads them)."""
     proc = subprocess.run([sys.executable, HERE, "eight"], env=_env(8), capture_output=True, text=True,
                           timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    r = _last_json(proc.stdout)
+    return _last_json(proc.stdout)
+
+
+def test_eight_devices_match_one_device(eight_devices):
+    r = eight_devices
     assert r["auto_devices"] == 8  # mesh="auto" (fit's default) uses every device
 
     b = r["batch_step"]
@@ -198,6 +246,22 @@ def test_eight_devices_match_one_device():
     assert "`x0` = 60 does not divide by the 8 devices" in e["chains"], e
     # The experiments' up-front check names the offending config field and a --set fix, only that one.
     assert "`batch_size` = 100 (--set batch_size=96)" in e["config"] and "n_samples" not in e["config"], e
+
+
+def test_mesh_is_an_argument_so_sharded_and_unsharded_steps_are_two_programs(eight_devices):
+    """Fails on the old code (mesh read from a ContextVar at trace time): there,
+    make_train_step had no mesh= and a step jitted once ran its cached unsharded program
+    inside parallel.active_mesh. Here the mesh given as argument shards the computation
+    (each of 8 devices draws 96 / 8 = 12 rows), the step built without it does not, both
+    compute the same values, and the ambient-mesh API refuses with a pointer to mesh=."""
+    r = eight_devices["mesh_argument"]
+    assert r["slices"] == {"plain": False, "meshed": True, "on_batch": True}, r
+    assert r["full"]["plain"] and not r["full"]["meshed"], r
+    assert r["cache_sizes"] == [1, 1], r  # two functions, one program each, each reused
+    assert r["moved"] > 1e-4 and r["state"] < TOL and r["loss"] < TOL, r
+    assert r["fit_devices"] == [1, 8] and r["fit_state"] < TOL, r
+    assert r["chain_devices"] == [1, 8] and r["chains"] < TOL, r
+    assert "mesh=" in r["active_mesh"] and "make_train_step" in r["active_mesh"], r
 
 
 def _free_port() -> int:
@@ -293,3 +357,41 @@ def test_mesh_argument_errors():
         parallel.resolve_mesh(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("model",)))
     with pytest.raises(ValueError, match="'auto', None or a jax.sharding.Mesh"):
         parallel.resolve_mesh("all")
+
+
+def test_shard_chains_refuses_bad_arguments_when_built():
+    import jax
+
+    sampler = lambda params, key, x0: x0  # noqa: E731
+    with pytest.raises(TypeError, match=r"`sample_fn` must be a function \(params, key, x0, \*masks\)"):
+        parallel.shard_chains(None)
+    with pytest.raises(TypeError, match=r"`mesh` must be 'auto', None or a jax.sharding.Mesh, got int"):
+        parallel.shard_chains(sampler, 8)
+    with pytest.raises(TypeError, match=r"`compiler_options` must be a dict or None"):
+        parallel.shard_chains(sampler, None, compiler_options=["fast"])
+    # mesh=None: plain jit on the default device, resolved when built (no ambient mesh).
+    x0 = np.ones((4, 2), np.float32)
+    np.testing.assert_array_equal(parallel.shard_chains(sampler, None)(None, jax.random.PRNGKey(0), x0), x0)
+
+
+def test_the_ambient_mesh_api_is_refused_pointing_at_mesh_arguments():
+    for removed in (lambda: parallel.active_mesh(None), parallel.current_mesh):
+        with pytest.raises(RuntimeError, match=r"was removed.*jax.jit's cache.*make_train_step\(\.\.\., mesh=mesh\)"):
+            removed()
+    assert not hasattr(parallel, "_ACTIVE_MESH")
+
+
+def test_placement_functions_refuse_what_is_not_a_data_mesh():
+    import jax
+
+    x = np.ones((4, 2), np.float32)
+    for place in (lambda m: parallel.replicate(x, m), lambda m: parallel.shard_batch(x, m),
+                  lambda m: parallel.constrain_batch(x, m)):
+        with pytest.raises(TypeError, match=r"`mesh` must be a jax.sharding.Mesh here .*got str"):
+            place("auto")
+        with pytest.raises(ValueError, match="no 'data' axis"):
+            place(jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("model",)))
+    assert parallel.constrain_batch(x, None) is x  # no mesh: the one-device program, untouched
+    one = parallel.data_mesh(jax.devices()[:1])
+    np.testing.assert_array_equal(parallel.shard_batch(x, one), x)
+

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,7 @@ import pytest
 
 import dsm_jax as dj
 from conftest import diag_quadratic_energy, tree_equal
-from dsm_jax import config, data, plotting, training
+from dsm_jax import checkpoint, config, data, plotting, runlog
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -78,7 +79,7 @@ def test_sigkill_then_restart_is_bit_identical_to_an_uninterrupted_run(tmp_path)
     for name in a.files:  # params, Adam moments, EMA, step, RNG key: bit for bit
         assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
     # The log holds every chunk once after de-duplication (the killed run's tail is redone).
-    assert [r["step"] for r in training.read_log(str(killed / "log.jsonl"))] == list(range(5, 65, 5))
+    assert [r["step"] for r in runlog.read_log(str(killed / "log.jsonl"))] == list(range(5, 65, 5))
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,20 +140,20 @@ def test_checksum_catches_what_orbax_reads_back_silently(tmp_path):
     # Orbax's chunks carry no checksum: with the saved digest ignored, the flipped byte
     # restores without error to different values. That is what the digest is for.
     step, state = _setup()
-    ckpt = training.Checkpoints(str(tmp_path))
+    ckpt = checkpoint.Checkpoints(str(tmp_path))
     ckpt.save(1, state)
     ckpt.close()
     _flip_largest_data_file(str(tmp_path / "1"))
     meta = tmp_path / "1" / "extra" / "metadata"
     extra = json.loads(meta.read_text())
     meta.write_text(json.dumps({**extra, "digest": None}))
-    ckpt = training.Checkpoints(str(tmp_path))
+    ckpt = checkpoint.Checkpoints(str(tmp_path))
     silently, _ = ckpt.restore_latest(state)
     ckpt.close()
     assert not tree_equal(silently, state)
 
     meta.write_text(json.dumps(extra))  # the digest back: now refused
-    ckpt = training.Checkpoints(str(tmp_path))
+    ckpt = checkpoint.Checkpoints(str(tmp_path))
     with pytest.raises(RuntimeError, match=r"No checkpoint .* could be read .*step 1: ValueError: checksum mismatch"):
         ckpt.restore_latest(state)
     ckpt.close()
@@ -282,14 +283,78 @@ def test_read_log_deduplicates_resumed_steps_and_survives_a_cut_line(tmp_path):
     step, state = _quadratic_step()
     dj.fit(step, state, 10, steps_per_call=5, batches=_batches_with_nan_at(set()), progress=False,
            log_path=str(log), log_extra={"run": "a"})
-    records = training.read_log(str(log), run="a")
+    records = runlog.read_log(str(log), run="a")
     assert [r["step"] for r in records] == [5, 10] and records[1]["loss"] != 2.0  # the rerun's record wins
-    assert training.read_log(str(log), run="b") == []
+    assert runlog.read_log(str(log), run="b") == []
 
 
 # ---------------------------------------------------------------------------------------
 # Bad input refused before compute
 # ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("keep, message", [
+    (0, r"`keep` must be an int >= 1, or None \(keep every checkpoint\), got 0"),  # orbax: delete each save
+    (-1, r"`keep` must be an int >= 1"),
+    (2.0, r"`keep` must be an int >= 1"),
+])
+def test_checkpoints_refuse_a_keep_that_would_delete_them(tmp_path, keep, message):
+    with pytest.raises(ValueError, match=message):
+        checkpoint.Checkpoints(str(tmp_path / "ckpt"), keep=keep)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_checkpoints_refuse_a_directory_that_is_a_file(tmp_path):
+    path = tmp_path / "ckpt"
+    path.write_text("a file")
+    with pytest.raises(ValueError, match=r"`directory` = .*ckpt' is an existing file, not a directory"):
+        checkpoint.Checkpoints(str(path))
+    with pytest.raises(TypeError, match=r"`directory` must be a non-empty path"):
+        checkpoint.Checkpoints(None)
+    with pytest.raises(ValueError, match=r"`directory` = .*ckpt' is an existing file"):
+        dj.latest_step(str(path))  # was None: "no checkpoint" for a path that can never hold one
+    assert dj.latest_step(str(tmp_path / "not-yet")) is None
+    assert path.read_text() == "a file"
+
+
+def test_checkpoint_save_refuses_a_bad_step_or_extra_before_writing(tmp_path):
+    _, state = _setup()
+    store = checkpoint.Checkpoints(str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match=r"`step` must be an int >= 0, got -1"):
+        store.save(-1, state)
+    with pytest.raises(TypeError, match=r"`extra` must be JSON-able"):
+        store.save(1, state, {"position": np.zeros(2)})
+    with pytest.raises(TypeError, match=r"`fingerprint` must be a dict"):
+        store.save(1, state, fingerprint=["lr"])
+    store.close()
+    assert _finalized_steps(tmp_path / "ckpt") == []
+
+
+def test_a_checkpoint_written_before_the_split_still_loads_and_resumes(tmp_path):
+    # tests/data/checkpoint_before_split/6 was written by dsm_jax.training.fit before it was
+    # split into train_step/loop/checkpoint (6 steps of Adam + EMA over a BatchIterator,
+    # fingerprint {"width": 2}). The new code restores it (layout, digest, fingerprint and data
+    # position) and resumes it to 12 steps bit-identical to an uninterrupted run.
+    import shutil
+
+    x = np.arange(40, dtype=np.float32).reshape(20, 2)
+    opt = dj.adam(1e-2)
+    step = dj.make_train_step(lambda p, k, b: jnp.mean((p["w"] - b) ** 2), opt, ema_decay=0.9)
+    state = dj.init_train_state({"w": jnp.zeros(2)}, opt, jax.random.key(0), ema=True)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(os.path.join(ROOT, "tests", "data", "checkpoint_before_split"), ckpt)
+    store = checkpoint.Checkpoints(str(ckpt))
+    restored, extra = store.restore_latest(state, fingerprint={"width": 2})
+    store.close()
+    assert int(restored.step) == 6 and extra["data_position"] == {"epoch": 1, "index": 1}, extra
+    np.testing.assert_array_equal(restored.params["w"], np.float32([0.0577455572783947, 0.05793483555316925]))
+    np.testing.assert_array_equal(restored.ema["w"], np.float32([0.017283562570810318, 0.017328087240457535]))
+    run = dict(steps_per_call=3, progress=False, fingerprint={"width": 2})
+    resumed, history = dj.fit(step, state, 12, batches=data.BatchIterator(x, 4, seed=1), checkpoint_dir=str(ckpt),
+                              checkpoint_every=3, **run)
+    straight, _ = dj.fit(step, state, 12, batches=data.BatchIterator(x, 4, seed=1), **run)
+    assert [h["step"] for h in history] == [9, 12]
+    chex.assert_trees_all_equal(resumed, straight)
+
+
 def test_check_images_refuses_bad_data_naming_the_fix():
     good = np.full((4, 32, 32, 1), 0.5, np.float32)
     assert data.check_images("x", good, (32, 32, 1)) is not None
@@ -371,6 +436,6 @@ def test_toy2d_resumes_from_its_checkpoints_and_refuses_a_changed_training_confi
     again = toy2d.main([*argv, "--set", "keep_checkpoints=3"])["eight_gaussians/mdsm"]
     assert "mdsm: resuming from step 20" in capsys.readouterr().err
     assert again["kl"] == first["kl"] and again["kl_reverse"] == first["kl_reverse"]
-    assert [r["step"] for r in training.read_log(str(out / "metrics.jsonl"), run="eight_gaussians/mdsm")] == [10, 20]
+    assert [r["step"] for r in runlog.read_log(str(out / "metrics.jsonl"), run="eight_gaussians/mdsm")] == [10, 20]
     with pytest.raises(dj.IncompatibleCheckpointError, match=r"lr: checkpoint 0\.001, now 0\.002"):
         toy2d.main([*argv, "--set", "lr=0.002"])
