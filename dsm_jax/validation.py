@@ -118,10 +118,15 @@ def check_real(name: str, value) -> np.ndarray:
     return arr.astype(np.float64)
 
 
-def check_callable(name: str, fn) -> None:
-    if not callable(fn):
-        raise TypeError(f"`{name}` must be a function, got {type(fn).__name__} {fn!r}; pass e.g. "
-                        f"`lambda params, x: ...` (energies return shape (batch,)).")
+def check_callable(name: str, value, signature: str | None = None, optional: bool = False) -> None:
+    """``value`` must be callable (as ``signature`` when given), or None when ``optional``."""
+    if value is None and optional:
+        return
+    if not callable(value):
+        none = " or None" if optional else ""
+        hint = (f" {signature}{none}" if signature else
+                f"{none}; pass e.g. `lambda params, x: ...` (energies return shape (batch,))")
+        raise TypeError(f"`{name}` must be a function{hint}, got {type(value).__name__} {value!r:.80}.")
 
 
 def check_examples(name: str, x, per_example: bool = False) -> None:
@@ -257,15 +262,6 @@ def check_optional_int(name: str, value, minimum: int, meaning_of_none: str) -> 
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, or None ({meaning_of_none}), got {value!r}.")
     return int(value)
-
-
-def check_callable(name: str, value, signature: str, optional: bool = False) -> None:
-    """``value`` must be callable as ``signature`` (or None when ``optional``)."""
-    if value is None and optional:
-        return
-    if not callable(value):
-        none = " or None" if optional else ""
-        raise TypeError(f"`{name}` must be a function {signature}{none}, got {type(value).__name__} {value!r:.80}.")
 
 
 def check_optimizer(name: str, value) -> None:
