@@ -125,8 +125,8 @@ def mix_ais_opts(d):
 @pytest.mark.parametrize("d", [2, 10])
 def test_is_gaussian(d):
     params, truth, data = gaussian_case(d)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, return_info=True, **IS_OPTS
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, **IS_OPTS
     )
     chex.assert_shape((log_z, se), [(), ()])
     chex.assert_shape(info["batch_log_z"], (10,))
@@ -139,8 +139,8 @@ def test_is_gaussian(d):
 @pytest.mark.parametrize("d", [2, 10, 20, 50, 100])
 def test_ais_gaussian(d):
     params, truth, data = gaussian_case(d)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, return_info=True, **ais_opts(d)
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, **ais_opts(d)
     )
     chex.assert_shape(info["log_weights"], (AIS_CHAINS[d],))
     assert int(info["n_nonfinite"]) == 0
@@ -155,8 +155,8 @@ def test_mixture_separated_modes(d):
     if d == 2:  # IS copes with a 2-D multimodal target given a proposal wider than the data
         log_z, se = dj.estimate_log_z(mixture_energy, params, jax.random.PRNGKey(1), (d,), data=data, **IS_OPTS)
         _check_close(log_z, se, truth, what=f"IS mixture d={d}")
-    log_z, se, info = dj.estimate_log_z(
-        mixture_energy, params, jax.random.PRNGKey(2), (d,), data=data, return_info=True, **mix_ais_opts(d)
+    log_z, se, info = dj.estimate_log_z_with_info(
+        mixture_energy, params, jax.random.PRNGKey(2), (d,), data=data, **mix_ais_opts(d)
     )
     assert abs(float(np.mean(info["acceptance"][10:])) - 0.6) < 0.1
     _check_close(log_z, se, truth, atol=0.05, what=f"AIS mixture d={d}")
@@ -175,14 +175,14 @@ def _spread_vs_stderr(estimate, truth, n_seeds):
 def test_stderr_is_honest_over_seeds():
     """The reported stderr matches the seed-to-seed spread of the estimates within a factor 2."""
     params, truth, data = gaussian_case(10)
+    mean, scale = lk.proposal_from_data(data, (10,))
 
-    def is_est(key):
-        return tuple(map(float, dj.estimate_log_z(gaussian_energy, params, key, (10,), data=data, **IS_OPTS)))
+    def estimator(make, **opts):
+        estimate = make(gaussian_energy, (10,), **{k: v for k, v in opts.items() if k != "method"})
+        return lambda key: tuple(map(float, estimate(params, key, mean, scale)[:2]))
 
-    def ais_est(key):
-        return tuple(map(float, dj.estimate_log_z(gaussian_energy, params, key, (10,), data=data, **ais_opts(10))))
-
-    for name, fn in (("IS", is_est), ("AIS", ais_est)):
+    for name, fn in (("IS", estimator(lk.make_is_log_z, **IS_OPTS)),
+                     ("AIS", estimator(lk.make_ais_log_z, **ais_opts(10)))):
         ratio = _spread_vs_stderr(fn, truth, 16)
         assert 0.5 < ratio < 2.0, f"{name}: spread / reported stderr = {ratio:.2f}"
 
@@ -190,8 +190,8 @@ def test_stderr_is_honest_over_seeds():
 def test_ais_step_size_adaptation():
     """The pilot tunes one step size per temperature to the target acceptance; exact result."""
     params, truth, data = gaussian_case(10)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(3), (10,), data=data, return_info=True,
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(3), (10,), data=data,
         method="ais", n_temps=200, n_chains=512, target_accept=0.6,
     )
     acc, eta = np.asarray(info["acceptance"]), np.asarray(info["step_sizes"])
@@ -309,10 +309,8 @@ def test_a_million_is_samples_in_fixed_memory():
     # the compiled program's scratch memory is that of a chunk, the same for 10⁵ and 10⁶ samples
     temp = []
     for n_total in (10**5, n):
-        mem = lk._is_core.lower(
-            gaussian_energy, lk.gaussian_proposal_log_density, (2,), 10, n_total // 10, chunk, params,
-            jax.random.PRNGKey(0), jnp.zeros(2), jnp.ones(2),
-        ).compile().memory_analysis()
+        estimate = lk.make_is_log_z(gaussian_energy, (2,), n_samples=n_total, n_batches=10, chunk_size=chunk)
+        mem = estimate.lower(params, jax.random.PRNGKey(0), jnp.zeros(2), jnp.ones(2)).compile().memory_analysis()
         temp.append(getattr(mem, "temp_size_in_bytes", None) if mem is not None else None)
     if None not in temp:  # memory_analysis is backend-dependent
         assert temp[1] <= 1.1 * temp[0] and temp[1] < 64 * chunk * 2 * 4, temp
