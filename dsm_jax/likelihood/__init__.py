@@ -15,8 +15,9 @@ One module per job:
   (:func:`make_ais_log_z`, :func:`ais_log_z`, :func:`sigmoid_schedule`).
 * :mod:`.grid` — the midpoint rule, 1-D and 2-D (:func:`grid_log_z`).
 * :mod:`.estimate` — :func:`estimate_log_z`, one entry point over the three.
-* :mod:`.evaluation` — :func:`log_likelihood`, :func:`evaluate_log_likelihood`, bits/dim and
-  summaries of repeated AIS runs.
+* :mod:`.evaluation` — :func:`log_likelihood`, :func:`evaluate_log_likelihood`, bits/dim, the
+  σ-smoothed test set.
+* :mod:`.repeats` — repeated AIS runs: pooled log Z, spread, K trend, a convergence-free bound.
 
 Return convention: ``f(...) -> (log_z, stderr)`` and ``f_with_info(...) -> (log_z, stderr, info)``
 (float32 0-d arrays; ``return_info=`` is deprecated). ``make_*`` build a jitted estimator once
@@ -33,13 +34,15 @@ from dsm_jax.likelihood.estimate import estimate_log_z, estimate_log_z_with_info
 from dsm_jax.likelihood.evaluation import (
     bits_per_dim,
     evaluate_log_likelihood,
+    likelihood_row,
     log_likelihood,
-    log_z_lower_bound,
-    pool_log_z,
+    mean_and_stderr_over_draws,
+    noisy_test_scores,
     smoothed_entropy_ceiling,
 )
 from dsm_jax.likelihood.grid import grid_log_z, grid_log_z_with_info
 from dsm_jax.likelihood.importance import is_log_z, is_log_z_with_info, make_is_log_z
+from dsm_jax.likelihood.repeats import convergence_notes, log_z_lower_bound, pool_log_z, repeated_ais_log_z
 from dsm_jax.likelihood.proposals import (
     GaussianFit,
     broadcast_proposal,
@@ -56,6 +59,7 @@ __all__ = [
     "ais_log_z",
     "ais_log_z_with_info",
     "bits_per_dim",
+    "convergence_notes",
     "broadcast_proposal",
     "dde_buggy_proposal_log_density",
     "estimate_log_z",
@@ -67,12 +71,16 @@ __all__ = [
     "grid_log_z_with_info",
     "is_log_z",
     "is_log_z_with_info",
+    "likelihood_row",
     "log_likelihood",
     "log_z_lower_bound",
     "make_ais_log_z",
     "make_is_log_z",
+    "mean_and_stderr_over_draws",
+    "noisy_test_scores",
     "pool_log_z",
     "proposal_from_data",
+    "repeated_ais_log_z",
     "sigmoid_schedule",
     "smoothed_entropy_ceiling",
     "whiten",

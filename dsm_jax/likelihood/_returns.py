@@ -1,8 +1,20 @@
-"""The one return convention of the estimators: ``f`` → ``(log_z, stderr)``, ``f_with_info`` →
-``(log_z, stderr, info)``; ``return_info=`` (deprecated) still selects between them."""
+"""What the one-call estimators share: build-check-run, and the one return convention
+``f`` → ``(log_z, stderr)``, ``f_with_info`` → ``(log_z, stderr, info)`` (``return_info=`` deprecated)."""
 from __future__ import annotations
 
 import warnings
+
+from dsm_jax import validation
+from dsm_jax.likelihood.proposals import broadcast_proposal
+
+
+def build_and_run(make, energy_fn, params, key, event_shape, proposal_mean, proposal_scale, config):
+    """``make(energy_fn, event_shape, **config)(params, key, mean, scale)``; a concrete proposal is
+    checked here, before anything compiles."""
+    event_shape = validation.check_event_shape(event_shape)
+    estimate = make(energy_fn, event_shape, **config)
+    mean, scale = broadcast_proposal(event_shape, proposal_mean, proposal_scale)
+    return estimate(params, key, mean, scale)
 
 
 def legacy_return_info(name: str, out, return_info):

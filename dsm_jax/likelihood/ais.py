@@ -17,7 +17,7 @@ from jax.scipy.special import logsumexp
 
 from dsm_jax import samplers, validation
 from dsm_jax.core import EnergyFn, sum_event
-from dsm_jax.likelihood._returns import legacy_return_info
+from dsm_jax.likelihood._returns import build_and_run, legacy_return_info
 from dsm_jax.likelihood.proposals import LOG_2PI, broadcast_proposal
 
 
@@ -241,10 +241,7 @@ def make_ais_log_z(
 def ais_log_z_with_info(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=None, proposal_scale=None,
                         **config):
     """``(log_z, stderr, info)`` by AIS; ``config`` as in :func:`make_ais_log_z`."""
-    event_shape = validation.check_event_shape(event_shape)
-    estimate = make_ais_log_z(energy_fn, event_shape, **config)
-    mean, scale = broadcast_proposal(event_shape, proposal_mean, proposal_scale)  # concrete checks, before compute
-    return estimate(params, key, mean, scale)
+    return build_and_run(make_ais_log_z, energy_fn, params, key, event_shape, proposal_mean, proposal_scale, config)
 
 
 def ais_log_z(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=None, proposal_scale=None,
@@ -252,6 +249,5 @@ def ais_log_z(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=No
     """``(log_z, stderr)`` (float32 0-d arrays) by annealed importance sampling from
     ``N(proposal_mean, diag(proposal_scale²))``; see :func:`make_ais_log_z` for the estimator and
     ``config``. ``return_info=`` is deprecated: use :func:`ais_log_z_with_info`."""
-    out = ais_log_z_with_info(energy_fn, params, key, event_shape, proposal_mean=proposal_mean,
-                              proposal_scale=proposal_scale, **config)
+    out = build_and_run(make_ais_log_z, energy_fn, params, key, event_shape, proposal_mean, proposal_scale, config)
     return legacy_return_info("ais_log_z", out, return_info)

@@ -41,27 +41,49 @@ def smoothed_entropy_ceiling(sigma: float, d: int) -> float:
     return -0.5 * d * math.log(2.0 * math.pi * math.e * sigma**2)
 
 
-def pool_log_z(log_zs, stderrs) -> dict:
-    """Pool independent equal-sized runs: ``value = log mean_r Ẑ_r`` (each Ẑ_r unbiased for Z),
-    ``stderr = max(within-run error, std over runs / sqrt(runs))``; plain floats."""
-    values = np.asarray(log_zs, np.float64)
-    if values.ndim != 1 or values.size < 2:
-        raise ValueError(f"`log_zs` must hold >= 2 runs for a spread, got shape {values.shape}.")
-    validation.check_all_finite("log_zs", values)
-    within = math.sqrt(float(np.sum(np.square(stderrs)))) / values.size
-    spread = float(np.std(values, ddof=1))
-    between = spread / math.sqrt(values.size)
-    return {"value": float(np.logaddexp.reduce(values) - math.log(values.size)), "stderr": max(within, between),
-            "stderr_within_chains": within, "stderr_between_repeats": between, "repeat_std": spread}
+def noisy_test_scores(score_fn, params, x, key, sigma: float, n_draws: int, chunk_size: int):
+    """Score the σ-smoothed test set: ``score_fn(params, x̃) -> tuple of (batch,) arrays`` on
+    ``x̃ = x + σε`` for ``n_draws`` independent draws of ε, ``chunk_size`` examples at a time
+    (jitted once per call). Returns one numpy float64 array ``(n_draws, n)`` per output."""
+    validation.check_batched("x", x)
+    validation.check_float_array("x", x)
+    validation.check_all_finite("x", x)
+    validation.check_nonnegative("sigma", sigma)
+    n_draws = validation.check_positive_int("n_draws", n_draws)
+    chunk_size = validation.check_positive_int("chunk_size", chunk_size)
+
+    @jax.jit
+    def score(p, xc, k):
+        return score_fn(p, xc + sigma * jax.random.normal(k, xc.shape, xc.dtype))
+
+    rows = []
+    for j in range(n_draws):
+        parts = [[np.asarray(a, np.float64) for a in score(params, jnp.asarray(x[s:s + chunk_size]),
+                                                             jax.random.fold_in(jax.random.fold_in(key, j), i))]
+                 for i, s in enumerate(range(0, len(x), chunk_size))]
+        rows.append([np.concatenate(col) for col in zip(*parts)])
+    return [np.stack(col) for col in zip(*rows)]
 
 
-def log_z_lower_bound(log_zs, confidence: float = 0.95) -> float:
-    """A lower bound on log Z that holds however far AIS is from converging: each run's Ẑ is
-    unbiased, so by Markov's inequality P(log Ẑ_r ≥ log Z + t) ≤ e^(−t); with a union bound over
-    the runs, log Z ≥ max_r log Ẑ_r − log(runs / (1 − confidence)) with that probability."""
-    confidence = validation.check_float_in("confidence", confidence, 0.0, 1.0)
-    values = np.asarray(log_zs, np.float64)
-    return float(values.max() - math.log(values.size / (1.0 - confidence)))
+def mean_and_stderr_over_draws(values) -> tuple[float, float]:
+    """``values`` ``(n_draws, n)``: the mean, and its stderr over the n examples (draws averaged first)."""
+    per_example = np.asarray(values, np.float64).mean(0)
+    return float(per_example.mean()), float(per_example.std(ddof=1) / math.sqrt(len(per_example)))
+
+
+def likelihood_row(log_densities, d: int, log_z=None, log_z_stderr: float = 0.0, log_z_lower_bound=None) -> dict:
+    """Mean log-likelihood with bits/dim from ``log_densities`` ``(n_draws, n)`` (e.g. −E on the noisy
+    test set of :func:`noisy_test_scores`), minus ``log_z`` when given (then ``stderr`` adds its error).
+    With ``log_z_lower_bound`` also ``log_likelihood_upper_bound = mean + 2·stderr_test − bound`` and
+    its ``bits_per_dim_lower_bound``: valid however far the log Z estimate is from converging."""
+    m, se = mean_and_stderr_over_draws(log_densities)
+    if log_z is None:
+        return {**bits_per_dim(m, se, d), "stderr_test": se}
+    row = {**bits_per_dim(m - log_z, math.hypot(se, log_z_stderr), d), "stderr_test": se, "stderr_log_z": log_z_stderr}
+    if log_z_lower_bound is not None:
+        upper = m + 2.0 * se - log_z_lower_bound
+        row.update(log_likelihood_upper_bound=upper, bits_per_dim_lower_bound=-upper / (d * math.log(2.0)))
+    return row
 
 
 def evaluate_log_likelihood(

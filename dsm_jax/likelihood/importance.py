@@ -18,7 +18,7 @@ from jax.scipy.special import logsumexp
 
 from dsm_jax import validation
 from dsm_jax.core import EnergyFn
-from dsm_jax.likelihood._returns import legacy_return_info
+from dsm_jax.likelihood._returns import build_and_run, legacy_return_info
 from dsm_jax.likelihood.proposals import broadcast_proposal, gaussian_proposal_log_density
 
 
@@ -111,10 +111,7 @@ def make_is_log_z(
 def is_log_z_with_info(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=None, proposal_scale=None,
                        **config):
     """``(log_z, stderr, info)`` by importance sampling; ``config`` as in :func:`make_is_log_z`."""
-    event_shape = validation.check_event_shape(event_shape)
-    estimate = make_is_log_z(energy_fn, event_shape, **config)
-    mean, scale = broadcast_proposal(event_shape, proposal_mean, proposal_scale)  # concrete checks, before compute
-    return estimate(params, key, mean, scale)
+    return build_and_run(make_is_log_z, energy_fn, params, key, event_shape, proposal_mean, proposal_scale, config)
 
 
 def is_log_z(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=None, proposal_scale=None,
@@ -123,6 +120,5 @@ def is_log_z(energy_fn: EnergyFn, params, key, event_shape, *, proposal_mean=Non
     ``N(proposal_mean, diag(proposal_scale²))``; see :func:`make_is_log_z` for the estimator,
     its error bar and ``config`` (``n_samples``, ``n_batches``, ``chunk_size``,
     ``proposal_log_density``). ``return_info=`` is deprecated: use :func:`is_log_z_with_info`."""
-    out = is_log_z_with_info(energy_fn, params, key, event_shape, proposal_mean=proposal_mean,
-                             proposal_scale=proposal_scale, **config)
+    out = build_and_run(make_is_log_z, energy_fn, params, key, event_shape, proposal_mean, proposal_scale, config)
     return legacy_return_info("is_log_z", out, return_info)
