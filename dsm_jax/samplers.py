@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dsm_jax import validation
 from dsm_jax.core import EnergyFn, denoiser, energy_and_grad, sum_event
@@ -244,7 +243,9 @@ def _annealed_arguments(n_steps, temperatures, legacy):
     """Resolve ``(n_steps, temperatures, sigma0?, denoise?)`` from the new keyword form or the
     deprecated positional one ``annealed_langevin(E, step_size, temperatures, sigma0, denoise)``."""
     overrides = {}
-    if n_steps is not None and (isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer))):
+    # an array in n_steps' place is the old positional schedule; a bad scalar is a bad n_steps
+    positional_schedule = n_steps is not None and jnp.ndim(n_steps) > 0
+    if positional_schedule or (legacy and n_steps is None):
         if temperatures is not None:
             raise ValueError("Pass the schedule once: `temperatures=` (the third positional argument is `n_steps`).")
         warnings.warn(
@@ -254,7 +255,8 @@ def _annealed_arguments(n_steps, temperatures, legacy):
         n_steps, temperatures = None, n_steps
         overrides = dict(zip(("sigma0", "denoise"), legacy))
     elif legacy:
-        raise TypeError("annealed_langevin takes (energy_fn, step_size, n_steps) positionally; pass the rest by keyword.")
+        raise TypeError("annealed_langevin takes (energy_fn, step_size, n_steps) positionally; pass the rest by "
+                        "keyword (temperatures=, sigma0=, denoise=).")
     if n_steps is not None:
         n_steps = validation.check_positive_int("n_steps", n_steps)
     if temperatures is None:
