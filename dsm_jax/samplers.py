@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dsm_jax import validation
 from dsm_jax.core import EnergyFn, denoiser, energy_and_grad, sum_event

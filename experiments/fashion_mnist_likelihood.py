@@ -119,12 +119,10 @@ def load_model(run_dir: str, conv_impl: str):
     if kind == "dde":
         import dsm_jax as dj
         from experiments import fashion_mnist_dde as exp
-
         run_cfg, state = exp.load_run(run_dir)
         run_cfg = dataclasses.replace(run_cfg, conv_impl=conv_impl)  # same parameters whatever the conv
         return kind, run_cfg, dj.energy_fn_of(exp.energy_module(run_cfg)), state.p.params, int(state.step)
     from experiments import fashion_mnist as exp
-
     return (kind, *exp.load_run(run_dir, conv_impl))
 
 
@@ -139,9 +137,7 @@ def resolve(cfg: LikelihoodConfig, kind: str, run_cfg) -> LikelihoodConfig:
 def image_pixel_mask() -> np.ndarray:
     """1 on the 28×28 image pixels, 0 on the padding of the 32×32 model input."""
     pad = (IMAGE_SHAPE[0] - RAW_SIZE) // 2
-    mask = np.zeros(IMAGE_SHAPE, np.float32)
-    mask[pad:pad + RAW_SIZE, pad:pad + RAW_SIZE] = 1.0
-    return mask
+    return np.pad(np.ones((RAW_SIZE, RAW_SIZE, 1), np.float32), ((pad, pad), (pad, pad), (0, 0)))
 
 
 def ais_log_z(energy_z, zparams, log_det, key, cfg, say) -> dict:
@@ -246,11 +242,9 @@ def main(argv=None):
     seconds["total"] = time.perf_counter() - t_start
     report.update(seconds=seconds, config={"preset": args.preset, **cfgs.to_dict(cfg)},
                   device=jax.devices()[0].device_kind)
-    path = os.path.join(out, "likelihood.json")
-    with open(path, "w") as f:
+    with open(os.path.join(out, "likelihood.json"), "w") as f:
         json.dump(report, f, indent=2)
-    say(summary(report))
-    say(f"wrote {path}")
+    say(f"{summary(report)}\nwrote {f.name}")
     return report
 
 
