@@ -3,18 +3,26 @@
 Unadjusted Langevin (ULA) targeting exp(−E/T):
     x ← x − (η/2)∇E(x) + √(η·T)·z,   z ~ N(0, I)
 MALA adds a Metropolis–Hastings test per chain, which removes ULA's O(η) bias.
+``step_size`` is η in that update (a peer library's ``step_size`` is often η/2).
 
 Kernels follow the blackjax shape: ``init_chain`` builds a :class:`ChainState`, a kernel
 maps ``(params, key, state, step_size, temperature, free_mask) -> (state, StepInfo)``, and
-the public factories scan a kernel over a schedule. ``free_mask`` (1 = may move) turns any
-chain into an inpainting chain: masked coordinates never change.
+the public factories scan a kernel over a schedule.
+
+One calling convention everywhere: ``sample_fn(params, key, x0, free_mask=None)``.
+One mask meaning everywhere: ``free_mask`` is 1 where a coordinate may move, 0 where it
+is kept bit-for-bit (inpainting: free = missing pixels). One return structure per
+factory: :func:`langevin`, :func:`mala`, :func:`annealed_langevin` return ``x``; their
+``*_with_info`` twins return ``(x, StepInfo)`` with per-step fields of shape (n_steps,).
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dsm_jax import validation
 from dsm_jax.core import EnergyFn, denoiser, energy_and_grad, sum_event
@@ -27,9 +35,12 @@ class ChainState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    acceptance_rate: jax.Array  # mean MH acceptance over chains (1 for ULA)
+    acceptance_rate: jax.Array  # mean realised MH acceptance over chains (1 for ULA)
     mean_energy: jax.Array      # mean E over the finite chains
     n_nonfinite: jax.Array      # chains with a non-finite coordinate after the step
+    # mean MH acceptance probability min(1, ratio) (1 for ULA; for the unadjusted
+    # preconditioned kernel, the probability the step would have had: a discretisation gauge)
+    acceptance_prob: Any = None
 
 
 def init_chain(energy_fn: EnergyFn, params, x: jax.Array) -> ChainState:
@@ -37,11 +48,12 @@ def init_chain(energy_fn: EnergyFn, params, x: jax.Array) -> ChainState:
     return ChainState(x, e, g)
 
 
-def _step_info(state: ChainState, acceptance_rate) -> StepInfo:
+def _step_info(state: ChainState, acceptance_rate, acceptance_prob) -> StepInfo:
     finite = jnp.all(jnp.isfinite(state.x.reshape(state.x.shape[0], -1)), axis=1)
     finite = finite & jnp.isfinite(state.energy)
     mean_energy = jnp.sum(jnp.where(finite, state.energy, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-    return StepInfo(jnp.asarray(acceptance_rate, jnp.float32), mean_energy, jnp.sum(~finite))
+    return StepInfo(jnp.asarray(acceptance_rate, jnp.float32), mean_energy, jnp.sum(~finite),
+                    jnp.asarray(acceptance_prob, jnp.float32))
 
 
 def _masked(free_mask, moved, x):
@@ -55,41 +67,64 @@ def langevin_kernel(energy_fn: EnergyFn):
         noise = jax.random.normal(key, state.x.shape, state.x.dtype)
         proposal = state.x - 0.5 * step_size * state.grad + jnp.sqrt(step_size * temperature) * noise
         new = init_chain(energy_fn, params, _masked(free_mask, proposal, state.x))
-        return new, _step_info(new, 1.0)
+        return new, _step_info(new, 1.0, 1.0)
+
+    return step
+
+
+def _own_potential(params, state: ChainState):
+    return state.energy, state.grad
+
+
+def preconditioned_mala_kernel(energy_fn: EnergyFn, scale=None, *, adjusted: bool = True, potential=None):
+    """One Metropolis-adjusted Langevin step on exp(−U/T) with a diagonal preconditioner.
+
+    ``x' = x − (η/2)·S∇U(x) + √(ηT)·S^½ z`` with ``S = diag(scale²)`` (``scale`` broadcasts to
+    the event; ``None`` is the identity, i.e. :func:`mala_kernel`), so ``step_size`` η is in
+    units of ``scale``. ``adjusted=False`` always accepts (preconditioned ULA) but still reports
+    the acceptance probability in :class:`StepInfo`.
+
+    ``U`` is ``E`` by default. ``potential(params, state) -> (U, ∇U)`` makes the chain target a
+    function of the cached ``state.energy``/``state.grad`` instead (AIS anneals between a
+    Gaussian and ``E`` this way, at one energy-and-gradient evaluation per step).
+    """
+    potential = _own_potential if potential is None else potential
+
+    def half_sq(v, free_mask):
+        return 0.5 * sum_event(jnp.square(v if free_mask is None else jnp.where(free_mask > 0, v, 0.0)))
+
+    def step(params, key, state: ChainState, step_size, temperature, free_mask=None):
+        s = 1.0 if scale is None else scale
+        var = 1.0 if scale is None else jnp.square(scale)
+        key_noise, key_accept = jax.random.split(key)
+        u, gu = potential(params, state)
+        z = jax.random.normal(key_noise, state.x.shape, state.x.dtype)
+        noise_scale = jnp.sqrt(step_size * temperature) * s
+        moved = state.x - 0.5 * step_size * var * gu + noise_scale * z
+        proposal = init_chain(energy_fn, params, _masked(free_mask, moved, state.x))
+        u_y, gu_y = potential(params, proposal)
+        back = (state.x - proposal.x + 0.5 * step_size * var * gu_y) / noise_scale
+        # log q(x | y) − log q(y | x): the forward residual is z itself (free coordinates only)
+        log_ratio = -(u_y - u) / temperature - half_sq(back, free_mask) + half_sq(z, free_mask)
+        log_ratio = jnp.nan_to_num(log_ratio, nan=-jnp.inf)  # a NaN proposal is rejected
+        accept_prob = jnp.exp(jnp.minimum(log_ratio, 0.0))
+        if adjusted:
+            accept = jnp.log(jax.random.uniform(key_accept, log_ratio.shape)) < log_ratio
+        else:
+            accept = jnp.ones(log_ratio.shape, bool)
+
+        def pick(new, old):
+            return jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+        new_state = jax.tree.map(pick, proposal, state)
+        return new_state, _step_info(new_state, jnp.mean(accept), jnp.mean(accept_prob))
 
     return step
 
 
 def mala_kernel(energy_fn: EnergyFn):
     """One Metropolis-adjusted Langevin step targeting exp(−E/T), T > 0."""
-
-    def log_proposal(to_x, from_state: ChainState, step_size, temperature, free_mask):
-        # log q(to | from) up to a constant shared by both directions.
-        diff = to_x - from_state.x + 0.5 * step_size * from_state.grad
-        if free_mask is not None:
-            diff = jnp.where(free_mask > 0, diff, 0.0)
-        return -sum_event(jnp.square(diff)) / (2.0 * step_size * temperature)
-
-    def step(params, key, state: ChainState, step_size, temperature, free_mask=None):
-        key_noise, key_accept = jax.random.split(key)
-        noise = jax.random.normal(key_noise, state.x.shape, state.x.dtype)
-        moved = state.x - 0.5 * step_size * state.grad + jnp.sqrt(step_size * temperature) * noise
-        proposal = init_chain(energy_fn, params, _masked(free_mask, moved, state.x))
-        log_ratio = (
-            -(proposal.energy - state.energy) / temperature
-            + log_proposal(state.x, proposal, step_size, temperature, free_mask)
-            - log_proposal(proposal.x, state, step_size, temperature, free_mask)
-        )
-        log_u = jnp.log(jax.random.uniform(key_accept, log_ratio.shape))
-        accept = log_u < jnp.nan_to_num(log_ratio, nan=-jnp.inf)  # a NaN proposal is rejected
-
-        def pick(new, old):
-            return jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-        new_state = jax.tree.map(pick, proposal, state)
-        return new_state, _step_info(new_state, jnp.mean(accept))
-
-    return step
+    return preconditioned_mala_kernel(energy_fn)
 
 
 def _schedule(name: str, value, n_steps: int):
@@ -102,15 +137,19 @@ def _schedule(name: str, value, n_steps: int):
     return value
 
 
-def _chain_sampler(kernel, energy_fn, step_size, n_steps, temperatures, return_info):
+def _chain(kernel, energy_fn, step_size, n_steps, temperatures):
+    """``(params, key, x0, free_mask=None) -> (x, StepInfo)``: ``kernel`` scanned over the schedule."""
     n_steps = validation.check_positive_int("n_steps", n_steps)
     validation.check_positive("step_size", step_size)
     temperatures = validation.check_temperatures(temperatures, n_steps)
     step_sizes = _schedule("step_size", step_size, n_steps)
 
-    def sample_fn(params, key, x0, free_mask=None):
+    def chain_fn(params, key, x0, free_mask=None):
         validation.check_batched("x0", x0)
+        validation.check_nonempty_batch("x0", x0)
+        validation.check_float_array("x0", x0)
         validation.check_mask("free_mask", free_mask, x0)
+        validation.check_binary_mask("free_mask", free_mask)
 
         def body(state, inputs):
             step_key, eta, temp = inputs
@@ -118,30 +157,60 @@ def _chain_sampler(kernel, energy_fn, step_size, n_steps, temperatures, return_i
 
         keys = jax.random.split(key, n_steps)
         state, info = jax.lax.scan(body, init_chain(energy_fn, params, x0), (keys, step_sizes, temperatures))
-        return (state.x, info) if return_info else state.x
+        return state.x, info
+
+    return chain_fn
+
+
+def _positions_only(chain_fn):
+    def sample_fn(params, key, x0, free_mask=None):
+        return chain_fn(params, key, x0, free_mask)[0]
 
     return sample_fn
 
 
-def langevin(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=False):
-    """Unadjusted Langevin chain: ``sample_fn(params, key, x0, free_mask=None) -> x``.
+def _legacy_return_info(name: str, with_info, return_info):
+    """``return_info=`` (deprecated) picks the ``*_with_info`` twin, as it used to."""
+    if return_info is None:
+        return None
+    warnings.warn(
+        f"`{name}(..., return_info=...)` is deprecated: use `{name}` (returns x) or "
+        f"`{name}_with_info` (returns (x, StepInfo)).", DeprecationWarning, stacklevel=3)
+    return with_info if return_info else None
+
+
+def langevin_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None):
+    """Unadjusted Langevin chain: ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)``.
 
     ``step_size`` η is a scalar or a per-step array of shape (n_steps,); ``temperatures``
-    has shape (n_steps,) (default all ones). With ``return_info=True`` the function returns
-    ``(x, StepInfo)`` whose fields have shape (n_steps,). One ``lax.scan``; jit it.
+    has shape (n_steps,) (default all ones); StepInfo's fields have shape (n_steps,).
+    One ``lax.scan``; jit it.
     """
-    return _chain_sampler(langevin_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures, return_info)
+    return _chain(langevin_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures)
 
 
-def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=False):
-    """Metropolis-adjusted Langevin: exact stationary law exp(−E/T).
+def langevin(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=None):
+    """Unadjusted Langevin chain: ``sample_fn(params, key, x0, free_mask=None) -> x``.
 
-    Same signature as :func:`langevin`; the per-step acceptance rate is in
-    ``StepInfo.acceptance_rate`` when ``return_info=True``.
+    See :func:`langevin_with_info` for the arguments and for the per-step diagnostics.
+    ``return_info=`` is deprecated.
     """
+    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures)
+    return _legacy_return_info("langevin", chain, return_info) or _positions_only(chain)
+
+
+def mala_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None):
+    """Metropolis-adjusted Langevin, exact stationary law exp(−E/T) (T > 0):
+    ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)`` (acceptance per step)."""
     if temperatures is not None:
         validation.check_positive("temperatures", temperatures)
-    return _chain_sampler(mala_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures, return_info)
+    return _chain(mala_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures)
+
+
+def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=None):
+    """Metropolis-adjusted Langevin: same signature as :func:`langevin`, returns ``x``."""
+    chain = mala_with_info(energy_fn, step_size, n_steps, temperatures)
+    return _legacy_return_info("mala", chain, return_info) or _positions_only(chain)
 
 
 def mdsm_temperature_schedule(
@@ -160,6 +229,8 @@ def mdsm_temperature_schedule(
         raise ValueError("The schedule is empty: make one of n_constant/n_exponential/n_linear > 0.")
     validation.check_positive("t_high", t_high)
     validation.check_positive("t_low", t_low)
+    if float(t_high) < float(t_low):  # the schedule anneals downwards; an inverted pair heats up
+        raise ValueError(f"`t_high` ({t_high}) must be >= `t_low` ({t_low}); swap them.")
     frac_exp = jnp.arange(1, n_exponential + 1, dtype=jnp.float32) / max(n_exponential, 1)
     frac_lin = jnp.arange(1, n_linear + 1, dtype=jnp.float32) / max(n_linear, 1)
     return jnp.concatenate([
@@ -169,68 +240,110 @@ def mdsm_temperature_schedule(
     ])
 
 
-def annealed_langevin(
-    energy_fn: EnergyFn,
-    step_size=0.02**2,
-    temperatures=None,
-    sigma0=0.1,
-    denoise=True,
-    *,
-    return_info=False,
-):
-    """MDSM's sampler: annealed ULA (default: :func:`mdsm_temperature_schedule`, η = 0.02²),
-    then one Tweedie step ``x − σ₀²∇E(x)``.
-
-    ``sample_fn(params, key, x0, free_mask=None)``; with a ``free_mask`` only free
-    coordinates move or get denoised (inpainting, see :func:`inpainter`).
-    """
+def _annealed_arguments(n_steps, temperatures, legacy):
+    """Resolve ``(n_steps, temperatures, sigma0?, denoise?)`` from the new keyword form or the
+    deprecated positional one ``annealed_langevin(E, step_size, temperatures, sigma0, denoise)``."""
+    overrides = {}
+    # an array in n_steps' place is the old positional schedule; a bad scalar is a bad n_steps
+    positional_schedule = n_steps is not None and jnp.ndim(n_steps) > 0
+    if positional_schedule or (legacy and n_steps is None):
+        if temperatures is not None:
+            raise ValueError("Pass the schedule once: `temperatures=` (the third positional argument is `n_steps`).")
+        warnings.warn(
+            "`annealed_langevin(energy_fn, step_size, temperatures, ...)` is deprecated: the third "
+            "positional argument is `n_steps`, as in `langevin`; pass `temperatures=` by keyword.",
+            DeprecationWarning, stacklevel=4)
+        n_steps, temperatures = None, n_steps
+        overrides = dict(zip(("sigma0", "denoise"), legacy))
+    elif legacy:
+        raise TypeError("annealed_langevin takes (energy_fn, step_size, n_steps) positionally; pass the rest by "
+                        "keyword (temperatures=, sigma0=, denoise=).")
+    if n_steps is not None:
+        n_steps = validation.check_positive_int("n_steps", n_steps)
     if temperatures is None:
         temperatures = mdsm_temperature_schedule()
-    validation.check_positive("sigma0", sigma0)
-    final_denoise = denoiser(energy_fn, sigma0)
     if jnp.ndim(temperatures) != 1 or jnp.shape(temperatures)[0] == 0:
         raise ValueError(
             f"`temperatures` must have shape (n_steps,) with n_steps >= 1 (one temperature per "
             f"step), got shape {jnp.shape(temperatures)}."
         )
-    chain = langevin(energy_fn, step_size, int(jnp.shape(temperatures)[0]), temperatures, return_info=True)
+    length = int(jnp.shape(temperatures)[0])
+    if n_steps is not None and n_steps != length:
+        raise ValueError(f"`n_steps` ({n_steps}) must equal len(temperatures) ({length}); pass one of them.")
+    return length, temperatures, overrides
 
-    def sample_fn(params, key, x0, free_mask=None):
+
+def annealed_langevin_with_info(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy,
+                                temperatures=None, sigma0=0.1, denoise=True):
+    """MDSM's sampler: annealed ULA (default: :func:`mdsm_temperature_schedule`, η = 0.02²),
+    then one Tweedie step ``x − σ₀²∇E(x)``: ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)``.
+
+    ``n_steps`` defaults to ``len(temperatures)`` (must match it when given). With a
+    ``free_mask`` only free coordinates move or get denoised (inpainting).
+    """
+    n_steps, temperatures, overrides = _annealed_arguments(n_steps, temperatures, legacy)
+    sigma0, denoise = overrides.get("sigma0", sigma0), overrides.get("denoise", denoise)
+    validation.check_positive("sigma0", sigma0)
+    final_denoise = denoiser(energy_fn, sigma0)
+    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures)
+
+    def chain_fn(params, key, x0, free_mask=None):
         x, info = chain(params, key, x0, free_mask)
         if denoise:
             x = _masked(free_mask, final_denoise(params, x), x)
-        return (x, info) if return_info else x
+        return x, info
 
-    return sample_fn
+    return chain_fn
 
 
-def inpainter(energy_fn: EnergyFn, step_size=0.02**2, temperatures=None, sigma0=0.1, denoise=True):
-    """Inpainting with the annealed chain: ``fn(params, key, x, observed_mask) -> x``.
+def annealed_langevin(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy, temperatures=None,
+                      sigma0=0.1, denoise=True, return_info=None):
+    """MDSM's sampler, ``sample_fn(params, key, x0, free_mask=None) -> x``; arguments as in
+    :func:`annealed_langevin_with_info`. ``return_info=`` and the old positional form
+    ``(energy_fn, step_size, temperatures, sigma0, denoise)`` are deprecated."""
+    chain = annealed_langevin_with_info(energy_fn, step_size, n_steps, *legacy, temperatures=temperatures,
+                                        sigma0=sigma0, denoise=denoise)
+    return _legacy_return_info("annealed_langevin", chain, return_info) or _positions_only(chain)
 
-    ``x`` holds the observations where ``observed_mask`` is 1 and the chain's starting values
-    elsewhere; observed coordinates are returned bit-for-bit unchanged.
+
+def inpainter(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy, temperatures=None, sigma0=0.1,
+              denoise=True):
+    """Inpainting with the annealed chain: ``fn(params, key, x, free_mask=...) -> x``.
+
+    ``x`` holds the observations where ``free_mask`` is 0 (returned bit-for-bit unchanged)
+    and the chain's starting values where it is 1. The old 4th positional ``observed_mask``
+    (1 = observed, i.e. ``1 − free_mask``) still works but is deprecated.
     """
-    sampler = annealed_langevin(energy_fn, step_size, temperatures, sigma0, denoise)
+    sampler = annealed_langevin(energy_fn, step_size, n_steps, *legacy, temperatures=temperatures, sigma0=sigma0,
+                                denoise=denoise)
 
-    def inpaint_fn(params, key, x, observed_mask):
+    def inpaint_fn(params, key, x, observed_mask=None, *, free_mask=None):
         validation.check_batched("x", x)
-        validation.check_mask("observed_mask", observed_mask, x)
-        return sampler(params, key, x, 1.0 - jnp.asarray(observed_mask, x.dtype))
+        if (observed_mask is None) == (free_mask is None):
+            raise ValueError("Pass exactly one mask: `free_mask=` (1 = fill in, 0 = keep).")
+        if observed_mask is not None:
+            warnings.warn("inpainter's `observed_mask` is deprecated: pass `free_mask=1 - observed_mask` "
+                          "(1 = fill in, 0 = keep), the samplers' meaning.", DeprecationWarning, stacklevel=2)
+            validation.check_mask("observed_mask", observed_mask, x)
+            free_mask = 1.0 - jnp.asarray(observed_mask, x.dtype)
+        validation.check_mask("free_mask", free_mask, x)
+        return sampler(params, key, x, jnp.asarray(free_mask, x.dtype))
 
     return inpaint_fn
 
 
-def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *, progress=False, desc="sample"):
+def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *, with_info=False,
+                     progress=False, desc="sample"):
     """Draw ``n`` samples in fixed-size chunks, so 10⁴+ chains never need memory for all of
     them at once and only one chunk shape is ever compiled.
 
-    ``sample_fn(params, key, x0)`` is any sampler here (jit it; with ``return_info=True`` its
-    :class:`StepInfo` is used to report non-finite chains); ``init_fn(key, m) -> x0`` gives
-    ``m`` starting points. Returns ``(samples as numpy (n, ...), info)`` where ``info`` has
-    ``n_nonfinite`` (chains with a non-finite coordinate at the end) and
-    ``first_nonfinite_step`` (earliest step any chain went non-finite, or None).
+    ``sample_fn(params, key, x0)`` is any sampler here (jit it); with ``with_info=True`` it is
+    a ``*_with_info`` chain returning ``(x, StepInfo)``, whose ``n_nonfinite`` dates the first
+    non-finite step. ``init_fn(key, m) -> x0`` gives ``m`` starting points. Returns
+    ``(samples as numpy (n, ...), info)`` where ``info`` has ``n_nonfinite`` (chains with a
+    non-finite coordinate at the end) and ``first_nonfinite_step`` (earliest step any chain
+    went non-finite, or None).
     """
-    import numpy as np
     from tqdm.auto import tqdm
 
     n = validation.check_positive_int("n", n)
@@ -240,7 +353,11 @@ def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *
     for i in tqdm(range(n_chunks), desc=desc, disable=not progress, dynamic_ncols=True):
         k_init, k_run = jax.random.split(jax.random.fold_in(key, i))
         result = sample_fn(params, k_run, init_fn(k_init, chunk_size))
-        x, info = result if isinstance(result, tuple) else (result, None)
+        if not with_info and isinstance(result, tuple):  # a deprecated return_info=True sampler
+            warnings.warn("sample_in_chunks: pass with_info=True for a sampler returning (x, StepInfo).",
+                          DeprecationWarning, stacklevel=2)
+            with_info = True
+        x, info = result if with_info else (result, None)
         x = np.asarray(x)[: n - i * chunk_size]  # the last chunk runs full-size and is trimmed
         bad = ~np.all(np.isfinite(x.reshape(x.shape[0], -1)), axis=1)
         n_bad += int(bad.sum())

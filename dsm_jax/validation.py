@@ -338,3 +338,81 @@ def check_json_dict(name: str, value) -> None:
     except (TypeError, ValueError) as err:
         raise TypeError(f"`{name}` must be JSON-able (numbers, strings, lists, dicts): {err}. Convert "
                         f"arrays with .tolist() and other objects with str().") from None
+
+
+# ---------------------------------------------------------------------------------------
+# h2-likelihood: samplers and likelihood estimators
+
+
+def check_float_array(name: str, x) -> None:
+    """``x`` must hold floating-point numbers (Langevin moves it by fractions; grads of ints fail)."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"`{name}` must be a floating-point array, got dtype {dtype}; pass {name}.astype(jnp.float32).")
+
+
+def check_nonempty_batch(name: str, x) -> None:
+    if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {jnp.shape(x)}); pass at least one example.")
+
+
+def check_all_finite(name: str, x) -> None:
+    """Refuse NaN/inf in a concrete array (they would turn every mean into NaN silently)."""
+    if x is None or not is_concrete(x):
+        return
+    bad = ~np.isfinite(np.asarray(x, np.float64))
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1)) if bad.ndim > 1 else np.flatnonzero(bad)
+        raise ValueError(
+            f"`{name}` has {int(bad.sum())} non-finite value(s) (NaN/inf), in rows {rows[:5].tolist()}"
+            f"{'…' if rows.size > 5 else ''}; drop or fix those examples first."
+        )
+
+
+def check_event_shape(event_shape) -> tuple:
+    """``event_shape`` (an int or a tuple of positive ints: one example, no batch axis) as a tuple."""
+    if isinstance(event_shape, (int, np.integer)) and not isinstance(event_shape, bool):
+        event_shape = (int(event_shape),)
+    try:
+        shape = tuple(event_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) == 0 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in shape):
+        raise ValueError(
+            f"`event_shape` must be a non-empty tuple of positive ints (the shape of one "
+            f"example, without the batch axis), e.g. (2,) or (28, 28, 1); got {event_shape!r}."
+        )
+    return tuple(int(s) for s in shape)
+
+
+def check_energy_fn(energy_fn, params, event_shape) -> None:
+    """Abstractly evaluate ``energy_fn`` on ``(2, *event_shape)`` (no compute; works on traced
+    params): it must return ``(2,)``, else a clear error naming ``event_shape``."""
+    if not callable(energy_fn):
+        raise ValueError(f"`energy_fn` must be a callable (params, x) -> (batch,), got {energy_fn!r}.")
+    x = jax.ShapeDtypeStruct((2, *event_shape), jnp.float32)
+    try:
+        out = jax.eval_shape(lambda x_: energy_fn(params, x_), x)
+    except Exception as err:  # noqa: BLE001 - re-raised with the likely fix
+        raise ValueError(
+            f"energy_fn failed on x of shape (batch, *event_shape) = {(2, *event_shape)}: "
+            f"{type(err).__name__}: {err}. Check that `event_shape` matches what energy_fn "
+            f"expects for one example."
+        ) from err
+    if getattr(out, "shape", None) != (2,):
+        raise ValueError(
+            f"energy_fn must return shape (batch,) = (2,) for x of shape {(2, *event_shape)}, "
+            f"got {getattr(out, 'shape', out)}. Check `event_shape`, or reduce over the event "
+            f"axes inside energy_fn."
+        )
+
+
+def check_float_in(name: str, value, lo: float, hi: float) -> float:
+    """``value`` as a float strictly inside ``(lo, hi)``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not lo < v < hi:
+        raise ValueError(f"`{name}` must be a number in ({lo}, {hi}), got {value!r}.")
+    return v

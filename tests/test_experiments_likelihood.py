@@ -12,20 +12,16 @@ import dataclasses
 import json
 import math
 import os
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-
-import fashion_mnist_dde as fmd  # noqa: E402
-import fashion_mnist_likelihood as fml  # noqa: E402
-
-import dsm_jax as dj  # noqa: E402
-from dsm_jax import config, data  # noqa: E402
+import dsm_jax as dj
+from dsm_jax import config, data
+from dsm_jax import likelihood as lk
+from experiments import fashion_mnist_dde as fmd
+from experiments import fashion_mnist_likelihood as fml
 
 D, D_IMAGE = 1024, 784
 SIGMA = 0.5  # the smoke DDE run's σ
@@ -127,14 +123,15 @@ def test_detects_the_experiment_and_refuses_other_dirs(tmp_path):
 
 
 def test_gaussian_fit_and_whitened_energy():
+    """The proposal the script uses (now dsm_jax.likelihood.fit_gaussian / whiten)."""
     rng = np.random.default_rng(0)
     x = np.zeros((300, 32, 32, 1), np.float32)
     x[:, 2:30, 2:30, 0] = rng.uniform(size=(300, 28, 28)) * rng.uniform(size=(300, 1, 1))  # correlated
-    mean, chol = fml.gaussian_fit(x, SIGMA, "full")
+    mean, chol = lk.fit_gaussian(x, SIGMA, "full")
     xf = x.reshape(300, -1).astype(np.float64)
     np.testing.assert_allclose(chol @ chol.T, np.cov(xf, rowvar=False) + SIGMA**2 * np.eye(D), atol=1e-10)
     assert np.allclose(chol, np.tril(chol)) and np.all(np.diag(chol) > 0)
-    _, diag = fml.gaussian_fit(x, SIGMA, "diag")
+    _, diag = lk.fit_gaussian(x, SIGMA, "diag")
     np.testing.assert_allclose(np.diag(diag), np.sqrt(xf.var(0) + SIGMA**2))
     # padding pixels: exactly N(0, σ²), uncorrelated with the image
     pad = (1.0 - fml.image_pixel_mask()).reshape(-1) > 0
@@ -147,7 +144,7 @@ def test_gaussian_fit_and_whitened_energy():
         return 0.5 * np.float32(params) * jax.numpy.sum((img.reshape(img.shape[0], -1) - w) ** 2, axis=1)
 
     z = rng.normal(size=(3, D)).astype(np.float32)
-    got = np.asarray(fml.whitened(energy)((2.0, jax.numpy.asarray(mean, "float32"), jax.numpy.asarray(chol, "float32")),
-                                           jax.numpy.asarray(z)))
+    got = np.asarray(lk.whiten(energy, fml.IMAGE_SHAPE)(lk.whitened_params(2.0, lk.GaussianFit(mean, chol)),
+                                                        jax.numpy.asarray(z)))
     xs = mean + z.astype(np.float64) @ chol.T
     np.testing.assert_allclose(got, np.sum((xs - w) ** 2, axis=1), rtol=1e-4)

@@ -125,8 +125,8 @@ def mix_ais_opts(d):
 @pytest.mark.parametrize("d", [2, 10])
 def test_is_gaussian(d):
     params, truth, data = gaussian_case(d)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, return_info=True, **IS_OPTS
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, **IS_OPTS
     )
     chex.assert_shape((log_z, se), [(), ()])
     chex.assert_shape(info["batch_log_z"], (10,))
@@ -139,8 +139,8 @@ def test_is_gaussian(d):
 @pytest.mark.parametrize("d", [2, 10, 20, 50, 100])
 def test_ais_gaussian(d):
     params, truth, data = gaussian_case(d)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, return_info=True, **ais_opts(d)
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(0), (d,), data=data, **ais_opts(d)
     )
     chex.assert_shape(info["log_weights"], (AIS_CHAINS[d],))
     assert int(info["n_nonfinite"]) == 0
@@ -155,8 +155,8 @@ def test_mixture_separated_modes(d):
     if d == 2:  # IS copes with a 2-D multimodal target given a proposal wider than the data
         log_z, se = dj.estimate_log_z(mixture_energy, params, jax.random.PRNGKey(1), (d,), data=data, **IS_OPTS)
         _check_close(log_z, se, truth, what=f"IS mixture d={d}")
-    log_z, se, info = dj.estimate_log_z(
-        mixture_energy, params, jax.random.PRNGKey(2), (d,), data=data, return_info=True, **mix_ais_opts(d)
+    log_z, se, info = dj.estimate_log_z_with_info(
+        mixture_energy, params, jax.random.PRNGKey(2), (d,), data=data, **mix_ais_opts(d)
     )
     assert abs(float(np.mean(info["acceptance"][10:])) - 0.6) < 0.1
     _check_close(log_z, se, truth, atol=0.05, what=f"AIS mixture d={d}")
@@ -175,14 +175,14 @@ def _spread_vs_stderr(estimate, truth, n_seeds):
 def test_stderr_is_honest_over_seeds():
     """The reported stderr matches the seed-to-seed spread of the estimates within a factor 2."""
     params, truth, data = gaussian_case(10)
+    mean, scale = lk.proposal_from_data(data, (10,))
 
-    def is_est(key):
-        return tuple(map(float, dj.estimate_log_z(gaussian_energy, params, key, (10,), data=data, **IS_OPTS)))
+    def estimator(make, **opts):
+        estimate = make(gaussian_energy, (10,), **{k: v for k, v in opts.items() if k != "method"})
+        return lambda key: tuple(map(float, estimate(params, key, mean, scale)[:2]))
 
-    def ais_est(key):
-        return tuple(map(float, dj.estimate_log_z(gaussian_energy, params, key, (10,), data=data, **ais_opts(10))))
-
-    for name, fn in (("IS", is_est), ("AIS", ais_est)):
+    for name, fn in (("IS", estimator(lk.make_is_log_z, **IS_OPTS)),
+                     ("AIS", estimator(lk.make_ais_log_z, **ais_opts(10)))):
         ratio = _spread_vs_stderr(fn, truth, 16)
         assert 0.5 < ratio < 2.0, f"{name}: spread / reported stderr = {ratio:.2f}"
 
@@ -190,8 +190,8 @@ def test_stderr_is_honest_over_seeds():
 def test_ais_step_size_adaptation():
     """The pilot tunes one step size per temperature to the target acceptance; exact result."""
     params, truth, data = gaussian_case(10)
-    log_z, se, info = dj.estimate_log_z(
-        gaussian_energy, params, jax.random.PRNGKey(3), (10,), data=data, return_info=True,
+    log_z, se, info = dj.estimate_log_z_with_info(
+        gaussian_energy, params, jax.random.PRNGKey(3), (10,), data=data,
         method="ais", n_temps=200, n_chains=512, target_accept=0.6,
     )
     acc, eta = np.asarray(info["acceptance"]), np.asarray(info["step_sizes"])
@@ -309,10 +309,8 @@ def test_a_million_is_samples_in_fixed_memory():
     # the compiled program's scratch memory is that of a chunk, the same for 10⁵ and 10⁶ samples
     temp = []
     for n_total in (10**5, n):
-        mem = lk._is_core.lower(
-            gaussian_energy, lk.gaussian_proposal_log_density, (2,), 10, n_total // 10, chunk, params,
-            jax.random.PRNGKey(0), jnp.zeros(2), jnp.ones(2),
-        ).compile().memory_analysis()
+        estimate = lk.make_is_log_z(gaussian_energy, (2,), n_samples=n_total, n_batches=10, chunk_size=chunk)
+        mem = estimate.lower(params, jax.random.PRNGKey(0), jnp.zeros(2), jnp.ones(2)).compile().memory_analysis()
         temp.append(getattr(mem, "temp_size_in_bytes", None) if mem is not None else None)
     if None not in temp:  # memory_analysis is backend-dependent
         assert temp[1] <= 1.1 * temp[0] and temp[1] < 64 * chunk * 2 * 4, temp
@@ -406,3 +404,224 @@ def test_bad_inputs():
         dj.evaluate_log_likelihood(E, params, data[:1], 0.0)
     with pytest.raises(ValueError, match="log_z"):
         dj.evaluate_log_likelihood(E, params, data, float("nan"))
+
+
+# ---------------------------------------------------------------------------------------
+# compiled once: no static-closure jit, no module-level cache (issue 16)
+# ---------------------------------------------------------------------------------------
+def _module_jit_cache_sizes():
+    """Sizes of every jitted function held at module level in dsm_jax.likelihood*."""
+    import sys
+
+    return {
+        f"{name}.{attr}": obj._cache_size()
+        for name, mod in list(sys.modules.items())
+        if name == "dsm_jax.likelihood" or name.startswith("dsm_jax.likelihood.")
+        for attr, obj in vars(mod).items()
+        if hasattr(obj, "_cache_size")
+    }
+
+
+def _counted_closure(traces):
+    """A new closure on every call, all computing the same energy; counts its traces."""
+    def energy(p, x):
+        traces.append(1)
+        return gaussian_energy(p, x)
+
+    return energy
+
+
+SMALL_IS = dict(n_samples=2000, n_batches=10, chunk_size=500)
+SMALL_AIS = dict(n_temps=5, n_chains=8, chains_per_chunk=8, pilot_chains=4)
+
+
+def test_new_closures_grow_no_module_cache():
+    """Regression: energy_fn was a static jit argument of module-level functions, so every new
+    closure compiled again and stayed in their caches (measured 1 → 4 entries)."""
+    params, _, _ = gaussian_case(2)
+    key = jax.random.PRNGKey(0)
+    traces = []
+    lk.is_log_z(_counted_closure(traces), params, key, (2,), proposal_scale=2.0, **SMALL_IS)
+    lk.ais_log_z(_counted_closure(traces), params, key, (2,), **SMALL_AIS)
+    before = _module_jit_cache_sizes()
+    for _ in range(2):
+        lk.is_log_z(_counted_closure(traces), params, key, (2,), proposal_scale=2.0, **SMALL_IS)
+        lk.ais_log_z(_counted_closure(traces), params, key, (2,), **SMALL_AIS)
+    assert _module_jit_cache_sizes() == before, (before, _module_jit_cache_sizes())
+
+
+@pytest.mark.parametrize("make, opts", [(lk.make_is_log_z, SMALL_IS), (lk.make_ais_log_z, SMALL_AIS)])
+def test_estimator_compiles_once_for_new_params_keys_and_proposals(make, opts):
+    params, _, _ = gaussian_case(2)
+    traces = []
+    estimate = make(_counted_closure(traces), (2,), **opts)
+    mean, scale = jnp.zeros(2), jnp.full(2, 2.0)
+    a = estimate(params, jax.random.PRNGKey(0), mean, scale)
+    n_traces = len(traces)
+    assert n_traces > 0
+    shifted = {**params, "c": params["c"] + np.float32(1.0)}
+    b = estimate(shifted, jax.random.PRNGKey(0), mean, scale)
+    estimate(shifted, jax.random.PRNGKey(1), mean + 0.1, scale * 1.1)
+    assert len(traces) == n_traces and estimate._cache_size() == 1
+    chex.assert_trees_all_close(float(b[0]) - float(a[0]), -1.0, atol=1e-4)  # params are really used
+
+
+def test_a_fresh_closure_inside_the_callers_jit_compiles_once():
+    params, truth, _ = gaussian_case(2)
+    traces = []
+
+    @jax.jit
+    def f(p, key):
+        return dj.estimate_log_z(_counted_closure(traces), p, key, (2,), method="ais", proposal_scale=2.0,
+                                 **SMALL_AIS)
+
+    f(params, jax.random.PRNGKey(0))
+    n_traces = len(traces)
+    f({**params, "c": params["c"] + np.float32(1.0)}, jax.random.PRNGKey(1))
+    assert len(traces) == n_traces and f._cache_size() == 1
+
+
+# ---------------------------------------------------------------------------------------
+# return structure: f → (log_z, stderr), f_with_info → (log_z, stderr, info)
+# ---------------------------------------------------------------------------------------
+def test_with_info_twins_and_deprecated_return_info():
+    params, _, _ = gaussian_case(2)
+    key = jax.random.PRNGKey(0)
+    calls = {
+        "is": (lambda **kw: lk.is_log_z(gaussian_energy, params, key, (2,), **SMALL_IS, **kw),
+               lambda: lk.is_log_z_with_info(gaussian_energy, params, key, (2,), **SMALL_IS)),
+        "ais": (lambda **kw: lk.ais_log_z(gaussian_energy, params, key, (2,), **SMALL_AIS, **kw),
+                lambda: lk.ais_log_z_with_info(gaussian_energy, params, key, (2,), **SMALL_AIS)),
+        "grid": (lambda **kw: lk.grid_log_z(gaussian_energy, params, (2,), bounds=(-9, 9), n=16, **kw),
+                 lambda: lk.grid_log_z_with_info(gaussian_energy, params, (2,), bounds=(-9, 9), n=16)),
+        "estimate": (lambda **kw: dj.estimate_log_z(gaussian_energy, params, key, (2,), method="is", **SMALL_IS, **kw),
+                     lambda: dj.estimate_log_z_with_info(gaussian_energy, params, key, (2,), method="is", **SMALL_IS)),
+    }
+    for name, (plain, with_info) in calls.items():
+        pair, triple = plain(), with_info()
+        assert len(pair) == 2 and len(triple) == 3 and isinstance(triple[2], dict), name
+        chex.assert_trees_all_close(pair, triple[:2])
+        with pytest.warns(DeprecationWarning, match="_with_info"):
+            old = plain(return_info=True)
+        assert len(old) == 3, name
+        with pytest.warns(DeprecationWarning):
+            assert len(plain(return_info=False)) == 2, name
+
+
+def test_ais_transitions_are_the_samplers_preconditioned_kernel(monkeypatch):
+    from dsm_jax import samplers
+
+    built = []
+    real = samplers.preconditioned_mala_kernel
+
+    def spy(*args, **kwargs):
+        built.append(kwargs.get("adjusted", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(samplers, "preconditioned_mala_kernel", spy)
+    params, _, _ = gaussian_case(2)
+    for kernel in ("mala", "ula"):
+        lk.ais_log_z(gaussian_energy, params, jax.random.PRNGKey(0), (2,), kernel=kernel, **SMALL_AIS)
+    assert built == [True, False]
+
+
+# ---------------------------------------------------------------------------------------
+# the proposals the Fashion-MNIST script uses, now in the library
+# ---------------------------------------------------------------------------------------
+def test_whitened_full_covariance_proposal_gives_the_exact_log_z():
+    """A correlated Gaussian in d = 6: IS in z from N(0, I) with x = μ + Lz, L from the data, plus
+    log|det L|, recovers log Z (the fit is close to the target, so the weights are nearly flat)."""
+    d = 6
+    params, truth, data = gaussian_case(d, n_data=20_000)
+    fit = lk.fit_gaussian(data, 0.0, "full", inflation=1.1)
+    np.testing.assert_allclose(fit.chol @ fit.chol.T, 1.21 * np.cov(data.astype(np.float64), rowvar=False),
+                               rtol=1e-9)
+    log_z_z, se = lk.is_log_z(lk.whiten(gaussian_energy, (d,)), lk.whitened_params(params, fit),
+                              jax.random.PRNGKey(0), (d,), **SMALL_IS)
+    _check_close(float(log_z_z) + fit.log_det, float(se), truth, what="whitened IS")
+    diag = lk.fit_gaussian(data, 0.5, "diag")
+    np.testing.assert_allclose(np.diag(diag.chol), np.sqrt(data.astype(np.float64).var(0) + 0.25))
+    x = data[:4]
+    ref = jax.scipy.stats.multivariate_normal.logpdf(x.astype(np.float64), fit.mean, fit.chol @ fit.chol.T)
+    np.testing.assert_allclose(np.asarray(fit.log_density(x)), ref, rtol=1e-4)
+
+
+def test_pooled_repeats_and_the_markov_lower_bound():
+    pooled = lk.pool_log_z([1.0, 1.2, 0.9], [0.1, 0.1, 0.1])
+    assert math.isclose(pooled["value"], math.log(np.mean(np.exp([1.0, 1.2, 0.9]))))
+    assert pooled["stderr"] == max(pooled["stderr_within_chains"], pooled["stderr_between_repeats"])
+    assert math.isclose(lk.log_z_lower_bound([1.0, 1.2, 0.9]), 1.2 - math.log(3 / 0.05))
+    assert math.isclose(lk.smoothed_entropy_ceiling(0.5, 10), -5 * math.log(2 * math.pi * math.e * 0.25))
+    row = lk.bits_per_dim(-10.0, 0.5, 4)
+    assert math.isclose(row["bits_per_dim"], 10 / (4 * math.log(2))) and row["bits_per_dim_256"] == row["bits_per_dim"] + 8
+
+
+# ---------------------------------------------------------------------------------------
+# bad inputs: refused before compute, the argument named (issue 16 sweep)
+# ---------------------------------------------------------------------------------------
+def test_non_finite_test_points_are_refused():
+    """Regression: NaN/inf samples into evaluate_log_likelihood returned NaN silently."""
+    params, log_z, data = gaussian_case(3, n_data=50)
+    for bad in (np.nan, np.inf, -np.inf):
+        x = data.copy()
+        x[7, 1] = bad
+        with pytest.raises(ValueError, match=r"`x_test` has 1 non-finite value.*rows \[7\]"):
+            dj.evaluate_log_likelihood(gaussian_energy, params, x, log_z)
+        with pytest.raises(ValueError, match="`x` has 1 non-finite"):
+            dj.log_likelihood(gaussian_energy, params, x, log_z)
+    with pytest.raises(ValueError, match="energy_fn is not finite"):
+        dj.evaluate_log_likelihood(gaussian_energy, {**params, "c": np.float32(np.nan)}, data, log_z)
+
+
+def test_bad_input_sweep():
+    params, _, data = gaussian_case(3)
+    key = jax.random.PRNGKey(0)
+    E = gaussian_energy
+    sweep = [
+        ("n_chains", lambda: lk.make_ais_log_z(E, (3,), n_chains=0)),
+        ("n_chains", lambda: lk.make_ais_log_z(E, (3,), n_chains=-4)),
+        ("n_chains", lambda: lk.make_ais_log_z(E, (3,), n_chains=1, chains_per_chunk=1)),
+        ("n_temps", lambda: lk.make_ais_log_z(E, (3,), n_temps=0)),
+        ("n_mcmc", lambda: lk.make_ais_log_z(E, (3,), n_mcmc=0)),
+        ("pilot_chains", lambda: lk.make_ais_log_z(E, (3,), pilot_chains=-1)),
+        ("pilot_steps", lambda: lk.make_ais_log_z(E, (3,), pilot_steps=0)),
+        ("step_size", lambda: lk.make_ais_log_z(E, (3,), step_size=0.0)),
+        ("step_size", lambda: lk.make_ais_log_z(E, (3,), step_size=float("nan"))),
+        ("adapt_step_size", lambda: lk.make_ais_log_z(E, (3,), adapt_step_size=1)),
+        ("chunk_size", lambda: lk.make_is_log_z(E, (3,), chunk_size=0)),
+        ("n_batches", lambda: lk.make_is_log_z(E, (3,), n_batches=0)),
+        ("event_shape", lambda: lk.make_is_log_z(E, (0,))),
+        ("event_shape", lambda: lk.make_is_log_z(E, (2.5,))),
+        ("event_shape", lambda: lk.make_ais_log_z(E, "ab")),
+        ("energy_fn", lambda: lk.make_is_log_z("not a function", (3,))),
+        ("proposal_scale", lambda: dj.estimate_log_z(E, params, key, (3,), method="is", proposal_scale=-1.0)),
+        ("proposal_scale", lambda: dj.estimate_log_z(E, params, key, (3,), method="ais", proposal_scale=np.nan)),
+        ("proposal_mean", lambda: dj.estimate_log_z(E, params, key, (3,), method="is", proposal_mean=np.nan)),
+        ("`data`", lambda: dj.estimate_log_z(E, params, key, (3,), method="is", data=np.full((5, 3), np.nan))),
+        ("`data`", lambda: dj.estimate_log_z(E, params, key, (3,), method="ais", data=data[:1])),
+        ("scale_inflation", lambda: dj.estimate_log_z(E, params, key, (3,), data=data, scale_inflation=0.0)),
+        ("key", lambda: lk.make_is_log_z(E, (3,), **SMALL_IS)(params, jnp.zeros(5))),
+        ("event_shape", lambda: lk.make_ais_log_z(E, (4,), **SMALL_AIS)(params, key)),
+        ("n_temps", lambda: lk.sigmoid_schedule(0)),
+        ("delta", lambda: lk.sigmoid_schedule(10, delta=0.0)),
+        ("`n`", lambda: dj.grid_log_z(E, params, (1,), bounds=(-1, 1), n=2)),
+        ("chunk_size", lambda: dj.grid_log_z(E, params, (1,), bounds=(-1, 1), chunk_size=0)),
+        ("bounds", lambda: dj.grid_log_z(E, params, (1,), bounds=(0.0, float("nan")))),
+        ("`x` must be a floating-point", lambda: dj.log_likelihood(E, params, np.zeros((4, 3), np.int32), 0.0)),
+        ("`x` is an empty batch", lambda: dj.log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
+        ("`x_test` must be a floating-point",
+         lambda: dj.evaluate_log_likelihood(E, params, np.zeros((4, 3), np.int64), 0.0)),
+        ("at least 2", lambda: dj.evaluate_log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
+        ("chunk_size", lambda: dj.evaluate_log_likelihood(E, params, data, 0.0, chunk_size=0)),
+        ("log_z_stderr", lambda: dj.evaluate_log_likelihood(E, params, data, 0.0, -1.0)),
+        ("kind", lambda: lk.fit_gaussian(data, 0.5, "cholesky")),
+        ("sigma", lambda: lk.fit_gaussian(data, -0.5)),
+        ("`x` needs at least 2", lambda: lk.fit_gaussian(data[:1])),
+        ("`x` has", lambda: lk.fit_gaussian(np.full((4, 3), np.inf))),
+        ("log_zs", lambda: lk.pool_log_z([1.0], [0.1])),
+        ("confidence", lambda: lk.log_z_lower_bound([1.0, 2.0], 1.0)),
+        ("sigma", lambda: lk.smoothed_entropy_ceiling(0.0, 3)),
+    ]
+    for match, call in sweep:
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -98,8 +98,8 @@ class LangevinTest(chex.TestCase):
         s2, eta, n_chains = 1.0, 1.0, 20_000
         params = _gauss_1d(s2)
         x0 = np.full((n_chains, 1), 3.0, np.float32)  # far from stationarity
-        ula = jax.jit(dj.langevin(quadratic_energy, eta, 200, return_info=True))
-        mala = jax.jit(dj.mala(quadratic_energy, eta, 200, return_info=True))
+        ula = jax.jit(dj.langevin_with_info(quadratic_energy, eta, 200))
+        mala = jax.jit(dj.mala_with_info(quadratic_energy, eta, 200))
         x_ula, info_ula = ula(params, jax.random.PRNGKey(0), x0)
         x_mala, info_mala = mala(params, jax.random.PRNGKey(0), x0)
         se_mean = np.sqrt(s2 / n_chains)
@@ -160,7 +160,7 @@ class OneScanTest(parameterized.TestCase):
                 return dj.langevin(quadratic_energy, 0.1, n)
             if which == "mala":
                 return dj.mala(quadratic_energy, 0.1, n)
-            return dj.annealed_langevin(quadratic_energy, 0.1, np.ones(n, np.float32))
+            return dj.annealed_langevin(quadratic_energy, 0.1, temperatures=np.ones(n, np.float32))
 
         sizes = []
         for n in (3, 300):
@@ -237,8 +237,8 @@ class AnnealedLangevinTest(chex.TestCase):
         params = {"A": A, "m": np.array([1.0, 0.0, -1.0], np.float32)}
         x0 = np.random.default_rng(3).normal(size=(5, 3)).astype(np.float32)
         n, eta, sigma0 = 40, 0.05, 0.3
-        sample_fn = dj.annealed_langevin(quadratic_energy, eta, np.zeros(n, np.float32), sigma0=sigma0,
-                                         denoise=denoise, return_info=True)
+        sample_fn = dj.annealed_langevin_with_info(quadratic_energy, eta, temperatures=np.zeros(n, np.float32),
+                                                   sigma0=sigma0, denoise=denoise)
         out, info = self.variant(sample_fn)(params, jax.random.PRNGKey(0), x0)
         chex.assert_shape(out, x0.shape)
         chex.assert_shape(info.acceptance_rate, (n,))
@@ -258,7 +258,7 @@ class AnnealedLangevinTest(chex.TestCase):
         params = {"A": np.diag(a).astype(np.float32), "m": m.astype(np.float32)}
         n_chains = 4000
         x0 = np.full((n_chains, 2), 2.0, np.float32)
-        sample_fn = jax.jit(dj.annealed_langevin(quadratic_energy, return_info=True))
+        sample_fn = jax.jit(dj.annealed_langevin_with_info(quadratic_energy))
         out, info = sample_fn(params, jax.random.PRNGKey(0), x0)
         chex.assert_shape(info.acceptance_rate, (2700,))
         chex.assert_tree_all_finite(out)
@@ -282,7 +282,7 @@ class InpainterTest(chex.TestCase):
         observed = (rng.uniform(size=mask_shape) < 0.5).astype(np.float32)
         temps = dj.mdsm_temperature_schedule(10, 30, 20)
         inpaint = self.variant(dj.inpainter(quadratic_energy, step_size=0.05, temperatures=temps))
-        out = np.asarray(inpaint(params, jax.random.PRNGKey(0), x, observed))
+        out = np.asarray(inpaint(params, jax.random.PRNGKey(0), x, free_mask=1.0 - observed))
         chex.assert_shape(out, x.shape)
         chex.assert_tree_all_finite(out)
         obs = np.broadcast_to(observed, x.shape) > 0
@@ -303,8 +303,9 @@ class InpainterTest(chex.TestCase):
         x = np.random.default_rng(6).normal(size=(4, 3)).astype(np.float32)
         observed = np.array([1.0, 0.0, 0.0], np.float32)
         n, eta, sigma0 = 30, 0.1, 0.2
-        inpaint = dj.inpainter(quadratic_energy, eta, np.zeros(n, np.float32), sigma0=sigma0)
-        out = np.asarray(self.variant(inpaint)(params, jax.random.PRNGKey(0), x, observed))
+        inpaint = dj.inpainter(quadratic_energy, eta, temperatures=np.zeros(n, np.float32), sigma0=sigma0)
+        out = np.asarray(self.variant(functools.partial(inpaint, free_mask=1.0 - observed))(
+            params, jax.random.PRNGKey(0), x))
         Aff, Afo = A[1:, 1:], A[1:, :1]
         xs = m[1:] - (x[:, :1] - m[:1]) @ np.linalg.solve(Aff, Afo).T
         P = np.linalg.matrix_power(np.eye(2) - 0.5 * eta * Aff, n)
@@ -330,8 +331,8 @@ class BadInputTest(parameterized.TestCase):
     def test_step_size(self, eta):
         for make in (lambda: dj.langevin(quadratic_energy, eta, 10),
                      lambda: dj.mala(quadratic_energy, eta, 10),
-                     lambda: dj.annealed_langevin(quadratic_energy, eta, np.ones(10)),
-                     lambda: dj.inpainter(quadratic_energy, eta, np.ones(10)),
+                     lambda: dj.annealed_langevin(quadratic_energy, eta, temperatures=np.ones(10)),
+                     lambda: dj.inpainter(quadratic_energy, eta, temperatures=np.ones(10)),
                      lambda: dj.langevin(quadratic_energy, np.array([0.1, eta, 0.1]), 3)):
             with pytest.raises(ValueError, match="`step_size`"):
                 make()
@@ -354,13 +355,13 @@ class BadInputTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="`temperatures`"):  # MALA needs T > 0
             dj.mala(quadratic_energy, 0.1, 3, temperatures=np.array([1.0, 0.5, 0.0]))
         with pytest.raises(ValueError, match="`sigma0`"):
-            dj.annealed_langevin(quadratic_energy, 0.1, np.ones(3), sigma0=0.0)
+            dj.annealed_langevin(quadratic_energy, 0.1, temperatures=np.ones(3), sigma0=0.0)
         # The annealed sampler takes its length from the schedule: it must be 1-D, non-empty.
         for temps in (1.0, np.ones((4, 2)), np.ones(0)):
             with pytest.raises(ValueError, match="`temperatures`"):
-                dj.annealed_langevin(quadratic_energy, 0.1, temps)
+                dj.annealed_langevin(quadratic_energy, 0.1, temperatures=temps)
             with pytest.raises(ValueError, match="`temperatures`"):
-                dj.inpainter(quadratic_energy, 0.1, temps)
+                dj.inpainter(quadratic_energy, 0.1, temperatures=temps)
 
     def test_masks(self):
         x = np.zeros((8, 2), np.float32)
@@ -369,10 +370,12 @@ class BadInputTest(parameterized.TestCase):
             dj.langevin(quadratic_energy, 0.1, 3)(P2, key, x, np.ones(3, np.float32))
         with pytest.raises(ValueError, match="`free_mask`"):
             dj.mala(quadratic_energy, 0.1, 3)(P2, key, x, np.ones((4, 2), np.float32))
-        inpaint = dj.inpainter(quadratic_energy, 0.1, np.ones(3, np.float32))
+        inpaint = dj.inpainter(quadratic_energy, 0.1, temperatures=np.ones(3, np.float32))
         for bad in (np.ones(3), np.ones((8, 1)), np.ones((2, 8)), np.ones((1, 8, 2))):
-            with pytest.raises(ValueError, match="`observed_mask`"):
-                inpaint(P2, key, x, bad.astype(np.float32))
+            with pytest.raises(ValueError, match="`free_mask`"):
+                inpaint(P2, key, x, free_mask=bad.astype(np.float32))
+            with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="`observed_mask`"):
+                inpaint(P2, key, x, bad.astype(np.float32))  # the deprecated positional mask
 
     def test_batch_axis_and_energy_shape(self):
         key = jax.random.PRNGKey(0)
@@ -381,8 +384,189 @@ class BadInputTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="`x0` must have shape"):
             jax.jit(dj.mala(quadratic_energy, 0.1, 3))(P2, key, np.zeros(2, np.float32))
         with pytest.raises(ValueError, match="`x` must have shape"):
-            dj.inpainter(quadratic_energy, 0.1, np.ones(3))(P2, key, np.zeros(2, np.float32), np.ones(2))
+            dj.inpainter(quadratic_energy, 0.1, temperatures=np.ones(3))(P2, key, np.zeros(2, np.float32),
+                                                                       free_mask=np.ones(2))
         with pytest.raises(ValueError, match=r"energy_fn must return shape \(batch,\)"):
             dj.langevin(_bad_energy, 0.1, 3)(P2, key, np.zeros((4, 2), np.float32))
         with pytest.raises(ValueError, match=r"energy_fn must return shape \(batch,\)"):
-            dj.annealed_langevin(_bad_energy, 0.1, np.ones(3))(P2, key, np.zeros((4, 2), np.float32))
+            dj.annealed_langevin(_bad_energy, 0.1, temperatures=np.ones(3))(P2, key, np.zeros((4, 2), np.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# Preconditioned MALA (the kernel AIS uses)
+# ---------------------------------------------------------------------------------------
+def _scan_kernel(kernel, params, key, x0, n_steps, eta, free_mask=None):
+    def body(state, k):
+        return kernel(params, k, state, eta, 1.0, free_mask)
+
+    state, info = jax.lax.scan(body, dj.init_chain(quadratic_energy, params, x0), jax.random.split(key, n_steps))
+    return state.x, info
+
+
+class PreconditionedMALATest(chex.TestCase):
+    # Diagonal Gaussian with variances 0.01 and 4 (condition number 400); scale = their sqrt.
+    VAR = np.array([0.01, 4.0])
+    PARAMS = {"A": np.diag(1.0 / VAR).astype(np.float32), "m": np.array([1.0, -2.0], np.float32)}
+
+    def test_unadjusted_has_the_closed_form_ula_bias_per_dimension(self):
+        # x ← x − (η/2)S A(x − m) + √η S^½ z with S = diag(var) = A⁻¹: every coordinate contracts by
+        # (1 − η/2), so the stationary variance is var/(1 − η/4) in each, whatever its scale.
+        eta, n = 0.8, 20_000
+        kernel = dj.preconditioned_mala_kernel(quadratic_energy, np.sqrt(self.VAR).astype(np.float32),
+                                               adjusted=False)
+        x0 = np.tile(self.PARAMS["m"], (n, 1))
+        x, info = jax.jit(lambda k: _scan_kernel(kernel, self.PARAMS, k, x0, 60, eta))(jax.random.PRNGKey(0))
+        np.testing.assert_array_equal(np.asarray(info.acceptance_rate), 1.0)
+        assert np.all(np.asarray(info.acceptance_prob) < 1.0)  # the gauge sees the discretisation error
+        expected = self.VAR / (1 - eta / 4)
+        assert_within(np.var(np.asarray(x, np.float64), axis=0), expected, 5 * expected * np.sqrt(2 / n), "variance")
+
+    def test_adjusted_is_exact_and_mixes_both_scales(self):
+        eta, n = 1.0, 20_000
+        kernel = dj.preconditioned_mala_kernel(quadratic_energy, np.sqrt(self.VAR).astype(np.float32))
+        x0 = np.tile(self.PARAMS["m"], (n, 1))
+        x, info = jax.jit(lambda k: _scan_kernel(kernel, self.PARAMS, k, x0, 100, eta))(jax.random.PRNGKey(1))
+        x = np.asarray(x, np.float64)
+        assert_within(np.var(x, axis=0), self.VAR, 5 * self.VAR * np.sqrt(2 / n), "MALA variance")
+        assert_within(x.mean(0), self.PARAMS["m"], 5 * np.sqrt(self.VAR / n), "MALA mean")
+        acc = np.asarray(info.acceptance_rate)
+        assert 0.5 < acc[20:].mean() < 0.99, acc[20:].mean()
+        # the realised rate and the probability estimate the same thing
+        assert abs(acc[20:].mean() - np.asarray(info.acceptance_prob)[20:].mean()) < 0.02
+
+    def test_identity_preconditioner_is_mala_and_free_mask_freezes(self):
+        params = {"A": np.eye(3, dtype=np.float32), "m": np.full(3, 4.0, np.float32)}
+        x0 = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+        mask = np.array([1.0, 0.0, 1.0], np.float32)
+        key = jax.random.PRNGKey(2)
+        a, _ = _scan_kernel(dj.preconditioned_mala_kernel(quadratic_energy, np.ones(3, np.float32)), params, key,
+                            x0, 20, 0.1, mask)
+        b, _ = _scan_kernel(dj.mala_kernel(quadratic_energy), params, key, x0, 20, 0.1, mask)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(a)[:, 1], x0[:, 1])
+
+
+# ---------------------------------------------------------------------------------------
+# One API: return structure, argument order, mask meaning (issue 16)
+# ---------------------------------------------------------------------------------------
+class ConsistentAPITest(chex.TestCase):
+
+    def test_sample_fns_return_x_and_with_info_twins_return_x_and_info(self):
+        x0 = np.zeros((4, 2), np.float32)
+        key = jax.random.PRNGKey(0)
+        temps = np.ones(5, np.float32)
+        pairs = ((dj.langevin(quadratic_energy, 0.1, 5), dj.langevin_with_info(quadratic_energy, 0.1, 5)),
+                 (dj.mala(quadratic_energy, 0.1, 5), dj.mala_with_info(quadratic_energy, 0.1, 5)),
+                 (dj.annealed_langevin(quadratic_energy, 0.1, 5, temperatures=temps),
+                  dj.annealed_langevin_with_info(quadratic_energy, 0.1, 5, temperatures=temps)))
+        for plain, with_info in pairs:
+            x = plain(P2, key, x0)
+            assert isinstance(x, jax.Array) and x.shape == x0.shape
+            x2, info = with_info(P2, key, x0)
+            assert isinstance(info, dj.StepInfo)
+            chex.assert_shape(info.acceptance_prob, (5,))
+            np.testing.assert_array_equal(x, x2)
+
+    def test_deprecated_return_info_still_works(self):
+        x0 = np.zeros((4, 2), np.float32)
+        key = jax.random.PRNGKey(0)
+        for factory, twin in ((dj.langevin, dj.langevin_with_info), (dj.mala, dj.mala_with_info)):
+            with pytest.warns(DeprecationWarning, match="_with_info"):
+                old = factory(quadratic_energy, 0.1, 5, return_info=True)
+            x, info = old(P2, key, x0)
+            np.testing.assert_array_equal(x, twin(quadratic_energy, 0.1, 5)(P2, key, x0)[0])
+            with pytest.warns(DeprecationWarning):
+                assert isinstance(factory(quadratic_energy, 0.1, 5, return_info=False)(P2, key, x0), jax.Array)
+
+    def test_n_steps_is_the_third_argument_everywhere(self):
+        temps = np.linspace(2.0, 0.5, 6).astype(np.float32)
+        x0 = np.ones((3, 2), np.float32)
+        key = jax.random.PRNGKey(0)
+        new = dj.annealed_langevin(quadratic_energy, 0.1, 6, temperatures=temps, sigma0=0.2)(P2, key, x0)
+        with pytest.warns(DeprecationWarning, match="n_steps"):
+            old = dj.annealed_langevin(quadratic_energy, 0.1, temps, 0.2)  # (E, step_size, temperatures, sigma0)
+        np.testing.assert_array_equal(new, old(P2, key, x0))
+        with pytest.raises(ValueError, match="`n_steps`"):
+            dj.annealed_langevin(quadratic_energy, 0.1, 5, temperatures=temps)
+        with pytest.raises(ValueError, match="`n_steps`"):
+            dj.annealed_langevin(quadratic_energy, 0.1, 0, temperatures=temps[:0])
+        with pytest.raises(ValueError, match="`n_steps`"):  # the default MDSM schedule has 2700 steps
+            dj.annealed_langevin(quadratic_energy, 0.1, 100)
+
+    def test_key_is_second_everywhere(self):
+        import inspect
+
+        temps = np.ones(3, np.float32)
+        fns = (dj.langevin(quadratic_energy, 0.1, 3), dj.mala(quadratic_energy, 0.1, 3),
+               dj.annealed_langevin(quadratic_energy, 0.1, 3, temperatures=temps),
+               dj.inpainter(quadratic_energy, 0.1, 3, temperatures=temps),
+               dj.langevin_kernel(quadratic_energy), dj.preconditioned_mala_kernel(quadratic_energy))
+        for fn in fns:
+            assert list(inspect.signature(fn).parameters)[:2] == ["params", "key"]
+
+    def test_one_mask_meaning_free_mask_in_the_inpainter(self):
+        rng = np.random.default_rng(7)
+        params = {"A": np.eye(4, dtype=np.float32), "m": np.full(4, 3.0, np.float32)}
+        x = rng.normal(size=(5, 4)).astype(np.float32)
+        free = np.array([1.0, 0.0, 0.0, 1.0], np.float32)
+        inpaint = dj.inpainter(quadratic_energy, 0.05, temperatures=np.ones(10, np.float32))
+        a = np.asarray(inpaint(params, jax.random.PRNGKey(0), x, free_mask=free))
+        np.testing.assert_array_equal(a[:, free == 0], x[:, free == 0])  # 0 = kept bit for bit
+        assert np.all(a[:, free == 1] != x[:, free == 1])
+        # the same chain as the sampler's own free_mask, and as the deprecated observed_mask
+        b = dj.annealed_langevin(quadratic_energy, 0.05, temperatures=np.ones(10, np.float32))(
+            params, jax.random.PRNGKey(0), x, free)
+        np.testing.assert_array_equal(a, b)
+        with pytest.warns(DeprecationWarning, match="free_mask"):
+            c = inpaint(params, jax.random.PRNGKey(0), x, 1.0 - free)
+        np.testing.assert_array_equal(a, c)
+        for kwargs in ({}, {"observed_mask": free, "free_mask": free}):
+            with pytest.raises(ValueError, match="free_mask"):
+                inpaint(params, jax.random.PRNGKey(0), x, **kwargs)
+
+    def test_sample_in_chunks_with_info(self):
+        init = lambda k, m: np.zeros((m, 2), np.float32)  # noqa: E731
+        chain = jax.jit(dj.langevin_with_info(quadratic_energy, 0.1, 4))
+        x, info = dj.sample_in_chunks(chain, P2, jax.random.key(0), init, 7, 3, with_info=True)
+        assert x.shape == (7, 2) and info == {"n_nonfinite": 0, "first_nonfinite_step": None}
+        plain, _ = dj.sample_in_chunks(jax.jit(dj.langevin(quadratic_energy, 0.1, 4)), P2, jax.random.key(0), init, 7, 3)
+        np.testing.assert_array_equal(x, plain)
+        with pytest.warns(DeprecationWarning, match="with_info"):  # a tuple without with_info: the old sniffing
+            old, _ = dj.sample_in_chunks(chain, P2, jax.random.key(0), init, 7, 3)
+        np.testing.assert_array_equal(old, plain)
+
+
+class BadInputSweepTest(parameterized.TestCase):
+
+    def test_schedule_refuses_t_high_below_t_low(self):
+        # Accepted silently before issue 16: the "annealing" heated the chain up.
+        with pytest.raises(ValueError, match="`t_high`.*swap"):
+            dj.mdsm_temperature_schedule(t_high=0.5, t_low=1.0)
+        with pytest.raises(ValueError, match="`t_high`"):
+            dj.mdsm_temperature_schedule(t_high=float("nan"))
+        np.testing.assert_allclose(dj.mdsm_temperature_schedule(2, 0, 0, t_high=1.0, t_low=1.0), 1.0)
+
+    def test_integer_empty_and_non_binary_inputs(self):
+        key = jax.random.PRNGKey(0)
+        temps = np.ones(3, np.float32)
+        for fn in (dj.langevin(quadratic_energy, 0.1, 3), dj.mala(quadratic_energy, 0.1, 3),
+                   dj.annealed_langevin(quadratic_energy, 0.1, 3, temperatures=temps)):
+            with pytest.raises(ValueError, match="`x0` must be a floating-point"):
+                fn(P2, key, np.zeros((4, 2), np.int32))
+            with pytest.raises(ValueError, match="`x0` is an empty batch"):
+                fn(P2, key, np.zeros((0, 2), np.float32))
+            for bad in (np.array([1.0, 0.5], np.float32), np.array([1.0, np.nan], np.float32)):
+                with pytest.raises(ValueError, match="`free_mask` must hold only 0 and 1"):
+                    fn(P2, key, np.zeros((4, 2), np.float32), bad)
+        inpaint = dj.inpainter(quadratic_energy, 0.1, 3, temperatures=temps)
+        with pytest.raises(ValueError, match="`free_mask` must hold only 0 and 1"):
+            inpaint(P2, key, np.zeros((4, 2), np.float32), free_mask=np.array([2.0, 0.0], np.float32))
+
+    @parameterized.parameters(0, -2, 1.5, None)
+    def test_counts_in_sample_in_chunks(self, bad):
+        init = lambda k, m: np.zeros((m, 2), np.float32)  # noqa: E731
+        fn = dj.langevin(quadratic_energy, 0.1, 2)
+        with pytest.raises(ValueError, match="`n`"):
+            dj.sample_in_chunks(fn, P2, jax.random.key(0), init, bad, 2)
+        with pytest.raises(ValueError, match="`chunk_size`"):
+            dj.sample_in_chunks(fn, P2, jax.random.key(0), init, 4, bad)
