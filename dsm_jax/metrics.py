@@ -29,6 +29,7 @@ from jax import lax
 from jax.scipy.special import logsumexp
 
 from dsm_jax import validation
+from dsm_jax.chunks import chunked_map
 from dsm_jax.toy import Toy2D
 
 __all__ = [
@@ -70,25 +71,12 @@ def make_grid(bounds, n: int = 256) -> Grid2D:
     return Grid2D(jnp.asarray(pts), int(n), (lo, hi), h * h)
 
 
-def _chunked(fn, x, chunk_size):
-    """``fn`` applied to ``x`` in chunks of rows (fixed peak memory)."""
-    n = x.shape[0]
-    if n <= chunk_size:
-        return fn(x)
-    m = -(-n // chunk_size)
-    # pad with copies of a real row so fn never sees made-up inputs
-    pad = jnp.broadcast_to(x[-1:], (m * chunk_size - n,) + x.shape[1:])
-    xs = jnp.concatenate([x, pad]).reshape((m, chunk_size) + x.shape[1:])
-    out = lax.map(fn, xs)
-    return out.reshape((m * chunk_size,) + out.shape[2:])[:n]
-
-
 def grid_log_normalizer(energy_fn: Callable, params, grid: Grid2D, chunk_size: int = 16384):
     """``log Z ≈ log Σ_cells exp(−E) · cell_area`` (midpoint rule on the grid)."""
     validation.check_callable("energy_fn", energy_fn)
     validation.check_instance("grid", grid, Grid2D, "from metrics.make_grid(bounds, n)")
     validation.check_positive_int("chunk_size", chunk_size)
-    energy = _chunked(lambda c: energy_fn(params, c), grid.points, chunk_size)
+    energy = chunked_map(lambda c: energy_fn(params, c), grid.points, chunk_size)
     if energy.shape != (grid.points.shape[0],):
         raise ValueError(
             f"energy_fn must return shape (batch,), got {energy.shape} for "
@@ -168,7 +156,7 @@ def _kde_log_density(samples, weights, sigma, x, chunk_size):
         (mx, acc), _ = lax.scan(step, init, (ys, ws))
         return mx[:, None] + jnp.log(jnp.maximum(acc, _KDE_FLOOR))
 
-    return _chunked(one_chunk, x, chunk_size) - jnp.log(2 * jnp.pi * jnp.square(sigma))
+    return chunked_map(one_chunk, x, chunk_size) - jnp.log(2 * jnp.pi * jnp.square(sigma))
 
 
 def smoothed_empirical_log_density(samples, sigma, chunk_size: int = 1024) -> Callable:
