@@ -102,6 +102,7 @@ def classifier_features(params, images, batch_size: int = 500) -> np.ndarray:
 
 def accuracy(params, images, labels, batch_size: int = 500) -> float:
     """Fraction of ``images`` whose arg-max logit equals the label."""
+    images = check_images("images", images)
+    labels = check_labels("labels", labels, len(images))  # before the forward passes
     logits = classifier_logits(params, images, batch_size)
-    labels = check_labels("labels", labels, len(logits))
     return float(np.mean(np.argmax(logits, axis=1) == labels))

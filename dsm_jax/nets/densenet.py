@@ -88,6 +88,7 @@ class DenseNetEnergy(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        check_dense_input(type(self).__name__, x)
         e = DenseNetMLP(self.depth, self.growth, 1, self.activation, name="mlp")(x)[:, 0]
         if self.quadratic:
             flat = x.reshape(x.shape[0], -1)

@@ -64,6 +64,7 @@ class MLPEnergy(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        check_dense_input(type(self).__name__, x)
         return MLP(self.depth, self.width, 1, self.activation, self.weight_init)(x)[:, 0]
 
 
