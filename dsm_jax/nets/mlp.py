@@ -50,17 +50,21 @@ class MLP(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=kernel_init, bias_init=bias_init)(h)
 
 
-class MLPEnergy(nn.Module):
-    """Scalar energy E(x) = MLP(x). DDE's 2-D setting: depth 25, width 32, softplus, Xavier init."""
+class _ToyMLP(nn.Module):
+    """The fields (and their checks) of the toys' networks: an MLP of ``depth`` × ``width``."""
 
     depth: int = 25
     width: int = 32
     activation: str = "softplus"
     weight_init: str = "lecun"
 
-    def __post_init__(self):
+    def __post_init__(self):  # refused when the module is built, before any init or apply
         check_mlp_config(type(self).__name__, self.depth, self.width, self.activation, self.weight_init)
         super().__post_init__()
+
+
+class MLPEnergy(_ToyMLP):
+    """Scalar energy E(x) = MLP(x). DDE's 2-D setting: depth 25, width 32, softplus, Xavier init."""
 
     @nn.compact
     def __call__(self, x):
@@ -68,21 +72,13 @@ class MLPEnergy(nn.Module):
         return MLP(self.depth, self.width, 1, self.activation, self.weight_init)(x)[:, 0]
 
 
-class ResidualMLPGenerator(nn.Module):
+class ResidualMLPGenerator(_ToyMLP):
     """DDE's toy generator G(z) = MLP(z) + z (latent dimension = data dimension); their toys
     use ReLU for eight_gaussians and two_spirals, softplus for the checkerboard."""
-
-    depth: int = 25
-    width: int = 32
-    activation: str = "softplus"
-    weight_init: str = "lecun"
-
-    def __post_init__(self):
-        check_mlp_config(type(self).__name__, self.depth, self.width, self.activation, self.weight_init)
-        super().__post_init__()
 
     @nn.compact
     def __call__(self, z):
         if z.ndim != 2:
             raise ValueError(f"{type(self).__name__} expects latents (batch, latent_dim), got shape {z.shape}.")
+        validation.check_floating("z", z)
         return z + MLP(self.depth, self.width, z.shape[-1], self.activation, self.weight_init)(z)
