@@ -122,15 +122,16 @@ def test_resnet_params_stay_float32_under_x64_and_equal_the_float32_ones(conv_im
     # the float32 mode's, and a float32 input gives float32 energies equal to those of x64 off.
     module = nets.ResNetEnergy(width=4, n_stages=1, blocks_per_stage=1, conv_impl=conv_impl)
     x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    apply = jax.jit(module.apply)  # eager, a conv net compiles op by op
     ref_params = dj.init_params(module, jax.random.key(0), (8, 8, 1))
-    ref_energy = np.asarray(module.apply(ref_params, x))
+    ref_energy = np.asarray(apply(ref_params, x))
     with jax.enable_x64(True):
         params = dj.init_params(module, jax.random.key(0), (8, 8, 1))
         assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-        energy = module.apply(params, x)
+        energy = apply(params, x)
         assert energy.dtype == jnp.float32
         # float64 images promote the computation to float64 (as nn.Conv does), and run
-        e64 = module.apply(params, jnp.asarray(x, jnp.float64))
+        e64 = apply(params, jnp.asarray(x, jnp.float64))
         assert e64.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(e64), ref_energy, rtol=1e-4, atol=1e-4)
     assert tree_equal(params, ref_params)
@@ -142,7 +143,7 @@ def test_conv_generator_and_param_dtype_under_x64():
     ref = dj.init_params(generator, jax.random.key(0), (3,))
     with jax.enable_x64(True):
         params = dj.init_params(generator, jax.random.key(0), (3,))
-        images = generator.apply(params, jnp.zeros((2, 3), jnp.float32))
+        images = jax.jit(generator.apply)(params, jnp.zeros((2, 3), jnp.float32))
     assert images.dtype == jnp.float32 and tree_equal(params, ref)
     # param_dtype is a choice, not only a default
     wide = dj.init_params(nets.MatmulConv(2, param_dtype=jnp.bfloat16), jax.random.key(0), (4, 4, 1))
