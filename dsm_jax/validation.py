@@ -243,6 +243,8 @@ def check_choice(name: str, value, choices: tuple) -> None:
 def check_prng_key(name: str, key) -> None:
     """One PRNG key: a typed key (shape ()) or a raw uint32 key (shape (2,) for threefry).
     Shape and dtype only, so it runs at trace time under jit and vmap."""
+    if key is None:  # no silent default key anywhere
+        raise TypeError(f"`{name}` must be one PRNG key and is required (there is no default key); pass jax.random.key(seed).")
     dtype, shape = getattr(key, "dtype", None), jnp.shape(key) if hasattr(key, "shape") else None
     typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) and shape == ()
     raw = dtype == np.uint32 and shape is not None and len(shape) == 1 and shape[0] in (2, 4)
@@ -416,3 +418,111 @@ def check_float_in(name: str, value, lo: float, hi: float) -> float:
     if not lo < v < hi:
         raise ValueError(f"`{name}` must be a number in ({lo}, {hi}), got {value!r}.")
     return v
+
+
+# --- h6-packages: checks shared by nets/, data/ and image_metrics/ (were private copies there).
+def is_int(value) -> bool:
+    """A Python or numpy integer, not a bool (``True`` is an int to Python, never a size here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_module_sizes(owner: str, minimum: int = 1, **sizes) -> None:
+    """Every ``sizes`` value an int >= ``minimum``; the error names the module and the field."""
+    for name, value in sizes.items():
+        if not is_int(value) or value < minimum:
+            raise ValueError(f"{owner}: `{name}` must be an int >= {minimum}, got {value!r}.")
+
+
+def check_shape(name: str, shape, ndim: int | None = None) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints (``ndim`` of them when given)."""
+    if is_int(shape):
+        raise ValueError(f"`{name}` must be a tuple of sizes, got the int {shape!r}; pass ({shape},).")
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise ValueError(f"`{name}` must be a tuple of positive ints, got {shape!r}.") from None
+    if not all(is_int(d) and d >= 1 for d in dims) or (ndim is not None and len(dims) != ndim):
+        size = f"{ndim} " if ndim is not None else ""
+        raise ValueError(f"`{name}` must be a tuple of {size}positive ints, got {shape!r}.")
+    return tuple(int(d) for d in dims)
+
+
+def check_floating(name: str, x, fix: str = "") -> None:
+    """``x`` must hold floating-point values (integer pixels or labels are a unit mistake)."""
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`{name}` must be floating point, got dtype {dtype}. {fix or f'Pass {name}.astype(jnp.float32).'}")
+
+
+def check_images(name: str, x, expected_shape=None, value_range=(0.0, 1.0)) -> np.ndarray:
+    """Refuse images a model cannot train or be scored on, before any compute: ``x`` must be a
+    non-empty float array (n, H, W, C) with ``(H, W, C) == expected_shape`` (when given), no
+    NaN/inf, and values in ``value_range`` (when given). Returns ``x`` as a numpy array."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"`{name}` must have shape (n, H, W, C), got {x.shape}. Add a channel axis with "
+            f"{name}[..., None] (grey-scale) or a batch axis with {name}[None] (one image)."
+        )
+    if expected_shape is not None and tuple(x.shape[1:]) != tuple(expected_shape):
+        raise ValueError(
+            f"`{name}` must be images of shape {tuple(expected_shape)}, got {tuple(x.shape[1:])} "
+            f"(array {x.shape}). Pad/resize them (data.to_model_input pads 28x28 to 32x32) or build the "
+            f"model for this shape."
+        )
+    if len(x) == 0:
+        raise ValueError(f"`{name}` is empty; pass at least one image.")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"`{name}` must be floating point, got dtype {x.dtype}. Convert uint8 pixels with "
+            f"data.to_model_input (or x.astype(np.float32) / 255)."
+        )
+    finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"`{name}` has {bad.size} images with NaN/inf values (first at index {bad[0]}). "
+            f"Drop or repair them (samples: a sampler diverged, lower its step size)."
+        )
+    if value_range is not None:
+        lo, hi = value_range
+        x_min, x_max = float(x.min()), float(x.max())
+        if x_min < lo or x_max > hi:
+            raise ValueError(
+                f"`{name}` values must lie in [{lo}, {hi}], got [{x_min:.4g}, {x_max:.4g}]. Rescale them "
+                f"(uint8 pixels: / 255; [-1, 1] data: (x + 1) / 2)."
+            )
+    return x
+
+
+def check_labels(name: str, labels, n: int, n_classes: int) -> np.ndarray:
+    """Integer class labels of shape (n,) in 0..n_classes-1, as int32."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"`{name}` must be integers of shape ({n},) (one per image), got {labels.dtype} {labels.shape}.")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"`{name}` must lie in 0..{n_classes - 1}, got range [{labels.min()}, {labels.max()}].")
+    return labels.astype(np.int32)
+
+
+def check_matrix(name: str, x, min_rows: int = 1) -> np.ndarray:
+    """A finite float64 matrix (n, d) with n >= ``min_rows``."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[0] < min_rows:
+        raise ValueError(f"`{name}` must have shape (n, d) with n >= {min_rows}, got {x.shape}.")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise TypeError(f"`{name}` must be numbers, got dtype {x.dtype}.")
+    x = x.astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"`{name}` has NaN/inf entries.")
+    return x
+
+
+def check_count(name: str, value, available: int, what: str) -> int:
+    """A positive int no larger than ``available`` (the number of ``what`` there are)."""
+    value = check_positive_int(name, value)
+    if value > available:
+        raise ValueError(f"`{name}` = {value} is larger than the {available} {what}; lower `{name}` or pass more.")
+    return value
+
+

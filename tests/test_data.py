@@ -323,3 +323,68 @@ def test_real_fashion_mnist_test_split(tmp_path):
     expected = data.read_idx(images).astype(np.float32) / np.float32(255)
     np.testing.assert_array_equal(x[:, 2:30, 2:30, 0], expected)
     assert "tensorflow" not in sys.modules  # all of the above ran without TensorFlow
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input refused before any reading or batching
+# ---------------------------------------------------------------------------------------
+_X = np.zeros((10, 2))
+BAD_CALLS = [
+    ("batch-size-0", lambda: data.BatchIterator(_X, 0), ValueError, r"`batch_size` must be a positive int, got 0"),
+    ("batch-size-too-large", lambda: data.BatchIterator(_X, 11), ValueError, r"`batch_size`=11 exceeds the 10"),
+    ("batch-size-on-no-data", lambda: data.BatchIterator(np.zeros((0, 2)), 1), ValueError, r"exceeds the 0 examples"),
+    ("seed-float", lambda: data.BatchIterator(_X, 2, seed=1.5), ValueError, r"`seed` must be an int >= 0"),
+    ("prefetch-negative", lambda: data.BatchIterator(_X, 2, prefetch=-1), ValueError, r"`prefetch` must be an int >= 0"),
+    ("process-count-0", lambda: data.BatchIterator(_X, 2, process_index=0, process_count=0), ValueError,
+     r"`process_count` must be a positive int"),
+    ("process-index-out", lambda: data.BatchIterator(_X, 2, process_index=2, process_count=2), ValueError,
+     r"`process_index` must be an int in \[0, 2\)"),
+    ("batch-not-split", lambda: data.BatchIterator(_X, 3, process_index=0, process_count=2), ValueError,
+     r"does not split over 2 processes"),
+    ("data-empty-tuple", lambda: data.BatchIterator((), 2), ValueError, r"`data` is empty"),
+    ("data-scalar", lambda: data.BatchIterator(np.float32(3.0), 1), ValueError, r"same first \(example\) dimension"),
+    ("position-missing-key", lambda: data.BatchIterator(_X, 2).set_position({"epoch": 0}), ValueError,
+     r"`position` must be a mapping with keys 'epoch' and 'index'"),
+    ("position-not-int", lambda: data.BatchIterator(_X, 2).set_position({"epoch": "0", "index": 1}), ValueError,
+     r"`position` entries must be ints"),
+    ("position-negative-epoch", lambda: data.BatchIterator(_X, 2).set_position({"epoch": -1, "index": 0}), ValueError,
+     r"out of range"),
+    ("next-stacked-bool", lambda: data.BatchIterator(_X, 2).next_stacked(True), ValueError, r"`n` must be a positive int"),
+    ("pad-to-0", lambda: data.to_model_input(np.zeros((1, 28, 28), np.uint8), pad_to=0), ValueError, r"`pad_to`"),
+    ("pad-to-float", lambda: data.to_model_input(np.zeros((1, 28, 28), np.uint8), pad_to=32.0), ValueError,
+     r"`pad_to` must be a positive int or None"),
+    ("images-float", lambda: data.to_model_input(np.zeros((1, 28, 28))), TypeError, r"`images` must be uint8"),
+    ("images-2d", lambda: data.to_model_input(np.zeros((28, 28), np.uint8)), ValueError, r"`images` must be \(n, H, W\)"),
+    ("load-limit-0", lambda: data.load_arrays("fashion_mnist", limit=0), ValueError, r"`limit` must be an int >= 1"),
+    ("load-limit-float", lambda: data.load_arrays("fashion_mnist", limit=2.5), ValueError, r"`limit`"),
+    ("load-chunk-0", lambda: data.load_arrays("fashion_mnist", chunk_size=0), ValueError, r"`chunk_size`"),
+    ("load-pad-to-negative", lambda: data.load_arrays("fashion_mnist", pad_to=-4), ValueError, r"`pad_to`"),
+    ("load-split-unknown", lambda: data.load_split("fashion_mnist", "validation"), ValueError,
+     r"`split` 'validation' is not a split of 'fashion_mnist'; choose one of \['test', 'train'\]"),
+    ("load-split-not-str", lambda: data.load_split("fashion_mnist", 0), TypeError, r"`split` must be a split name"),
+    ("load-name-not-str", lambda: data.load_split(None), TypeError, r"`name` must be a data set name"),
+    ("check-images-empty", lambda: data.check_images("x", np.zeros((0, 4, 4, 1), np.float32)), ValueError,
+     r"`x` is empty"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_is_refused_naming_the_argument(call, error, message, tmp_path, monkeypatch):
+    # Nothing here may be read: the IDX directory and the cache do not exist.
+    monkeypatch.setenv("DSM_JAX_TFDS_DIR", str(tmp_path / "no-cache"))
+    with pytest.raises(error, match=message):
+        call()
+    assert not (tmp_path / "no-cache").exists()
+
+
+def test_importing_data_and_batching_do_not_import_tensorflow_datasets():
+    # tfds costs seconds to import; the batch iterator and the IDX reader do not need it.
+    import subprocess
+
+    code = ("import sys, numpy as np, dsm_jax.data as d; it = d.BatchIterator(np.arange(8), 4); next(it); "
+            "d.to_model_input(np.zeros((1, 28, 28), np.uint8)); "
+            "assert 'tensorflow_datasets' not in sys.modules, 'imported'; "
+            "d.FashionMnistIdx; assert 'tensorflow_datasets' in sys.modules")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -268,8 +268,87 @@ def test_bad_inputs_raise_with_the_argument_name(params):
         im.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
     with pytest.raises(ValueError, match="`features`"):
         im.gaussian_stats(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="`n`"):
+    with pytest.raises(ValueError, match="`n_splits` = 6 is larger than the 5 rows"):
         im.inception_score(np.zeros((5, 10)), n_splits=6)
     with pytest.raises(ValueError, match="`test_labels`"):
         im.train_classifier(good, labels, steps=1, batch_size=4, progress=False,
                             test_images=good, test_labels=labels[:5])
+
+
+# Bad inputs, each refused before any forward pass with an error naming the argument: the
+# report's arguments are all checked before its minute of feature extraction.
+_GOOD, _LABELS = _toy_images(np.random.default_rng(12), 12)
+_NAN = _GOOD.copy()
+_NAN[0, 0, 0, 0] = np.nan
+
+
+def _report(**overrides):
+    kwargs = dict(sample_images=_GOOD, train_images=_GOOD, test_images=_GOOD, n=6, key=jax.random.key(0),
+                  n_splits=2, batch_size=6, baseline_draws=1)
+    return lambda params: im.fd_report(params, **{**kwargs, **overrides})
+
+
+BAD_CALLS = [
+    ("report-nan-samples", _report(sample_images=_NAN), ValueError, r"`sample_images` has 1 images with NaN/inf"),
+    ("report-nan-train", _report(train_images=_NAN), ValueError, r"`train_images` has 1 images with NaN/inf"),
+    ("report-uint8-samples", _report(sample_images=(_GOOD * 255).astype(np.uint8)), TypeError,
+     r"`sample_images` must be floating point, got dtype uint8"),
+    ("report-n-0", _report(n=0), ValueError, r"`n` must be an int >= 1, got 0"),
+    ("report-n-float", _report(n=6.0), ValueError, r"`n` must be an int >= 1, got 6.0"),
+    ("report-n-splits-too-many", _report(n_splits=7), ValueError, r"`n_splits` = 7 is larger than the 6"),
+    ("report-n-splits-0", _report(n_splits=0), ValueError, r"`n_splits` must be an int >= 1"),
+    ("report-batch-size-0", _report(batch_size=0), ValueError, r"`batch_size` must be an int >= 1"),
+    ("report-no-key", _report(key=None), TypeError, r"`key` is required"),
+    ("report-int-key", _report(key=3), TypeError, r"`key` must be one PRNG key"),
+    ("report-clip-str", _report(clip_samples="no"), TypeError, r"`clip_samples` must be True or False"),
+    ("report-test-labels-float", _report(test_labels=_LABELS.astype(np.float32)), ValueError,
+     r"`test_labels` must be integers of shape \(12,\)"),
+    ("report-empty-test", _report(test_images=_GOOD[:0]), ValueError, r"`test_images` is empty"),
+    ("logits-wrong-shape", lambda p: im.classifier_logits(p, np.zeros((2, 32, 32, 3), np.float32)), ValueError,
+     r"`images` must be images of shape \(32, 32, 1\), got \(32, 32, 3\)"),
+    ("features-batch-size-0", lambda p: im.classifier_features(p, _GOOD, batch_size=0), ValueError,
+     r"`batch_size` must be an int >= 1"),
+    ("accuracy-labels-out-of-range", lambda p: im.accuracy(p, _GOOD, _LABELS - 1 - _LABELS.max()), ValueError,
+     r"`labels` must lie in 0..9"),
+    ("train-steps-0", lambda p: im.train_classifier(_GOOD, _LABELS, steps=0, progress=False), ValueError,
+     r"`steps` must be an int >= 1"),
+    ("train-lr-nan", lambda p: im.train_classifier(_GOOD, _LABELS, learning_rate=float("nan"), batch_size=4,
+                                                   progress=False), ValueError, r"`learning_rate` must be finite"),
+    ("train-lr-0", lambda p: im.train_classifier(_GOOD, _LABELS, learning_rate=0.0, batch_size=4, progress=False),
+     ValueError, r"`learning_rate` must be finite and > 0"),
+    ("train-seed-float", lambda p: im.train_classifier(_GOOD, _LABELS, seed=0.5, batch_size=4, progress=False),
+     ValueError, r"`seed` must be an int >= 0"),
+    ("train-steps-per-call-0", lambda p: im.train_classifier(_GOOD, _LABELS, steps_per_call=0, batch_size=4,
+                                                             progress=False), ValueError, r"`steps_per_call`"),
+    ("train-test-images-only", lambda p: im.train_classifier(_GOOD, _LABELS, test_images=_GOOD, batch_size=4,
+                                                             progress=False), ValueError, r"`test_labels`"),
+    ("baseline-jitter-nan", lambda p: im.gaussian_baseline_sampler(_GOOD, jitter=float("nan")), ValueError,
+     r"`jitter` must be finite and >= 0"),
+    ("baseline-clip-str", lambda p: im.gaussian_baseline_sampler(_GOOD, clip="yes"), TypeError, r"`clip`"),
+    ("baseline-n-0", lambda p: im.gaussian_baseline_sampler(_GOOD)(jax.random.key(0), 0), ValueError,
+     r"`n` must be an int >= 1"),
+    ("fd-width-mismatch", lambda p: im.fd(np.zeros((4, 3)), np.zeros((4, 2))), ValueError,
+     r"`features_a` and `features_b` must have the same width"),
+    ("fd-1d-features", lambda p: im.fd(np.zeros(4), np.zeros(4)), ValueError, r"`features` must have shape \(n, d\)"),
+    ("fd-nan-features", lambda p: im.fd(np.full((4, 2), np.nan), np.zeros((4, 2))), ValueError,
+     r"`features` has NaN/inf"),
+    ("frechet-nan-mean", lambda p: im.frechet_distance(np.full(2, np.nan), np.eye(2), np.zeros(2), np.eye(2)),
+     ValueError, r"`mu1` has NaN/inf"),
+    ("inception-nan-logits", lambda p: im.inception_score(np.full((4, 10), np.nan), n_splits=1), ValueError,
+     r"`logits` has NaN/inf"),
+    ("inception-str-logits", lambda p: im.inception_score(np.array([["a"] * 10] * 4), n_splits=1), TypeError,
+     r"`logits` must be numbers"),
+]
+
+
+@pytest.mark.parametrize("call, error, message", [c[1:] for c in BAD_CALLS], ids=[c[0] for c in BAD_CALLS])
+def test_bad_input_is_refused_before_compute(params, call, error, message, monkeypatch):
+    # Any forward pass of the classifier would mean the check came after compute started.
+    import dsm_jax.image_metrics.classifier as classifier_module
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a forward pass ran before the bad input was refused")
+
+    monkeypatch.setattr(classifier_module, "_forward", no_forward)
+    with pytest.raises(error, match=message):
+        call(params)

@@ -1,5 +1,5 @@
-"""The image half: the MDSM ResNet energy, chunked sampling, inpainting masks/PSNR/baselines.
-(The EMA and data-order resume tests live in tests/test_training.py.)"""
+"""The image half: chunked sampling, inpainting masks/PSNR/baselines (on a tiny MDSM ResNet
+energy; the network itself is tested in test_nets.py; EMA and data-order resume in test_training.py)."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,76 +8,7 @@ import pytest
 
 import dsm_jax as dj
 from dsm_jax import inpainting
-
-
-@pytest.fixture(scope="module")
-def tiny_resnet():
-    module = dj.ResNetEnergy(width=4, n_stages=2, blocks_per_stage=2)
-    params = dj.init_params(module, jax.random.key(0), (16, 16, 1))
-    return dj.energy_fn_of(module), params
-
-
-class TestResNetEnergy:
-    def test_scalar_energy_per_example(self, tiny_resnet):
-        energy_fn, params = tiny_resnet
-        x = jax.random.uniform(jax.random.key(1), (3, 16, 16, 1))
-        e = jax.jit(energy_fn)(params, x)
-        chex.assert_shape(e, (3,))
-        chex.assert_tree_all_finite(e)
-
-    def test_examples_are_independent(self, tiny_resnet):
-        # No batch statistics: each example's energy does not depend on the rest of the batch,
-        # which is what makes grad(sum(E)) the per-example gradient.
-        energy_fn, params = tiny_resnet
-        x = jax.random.uniform(jax.random.key(1), (4, 16, 16, 1))
-        e = jax.jit(energy_fn)
-        chex.assert_trees_all_close(e(params, x)[:1], e(params, x[:1]), atol=1e-5, rtol=1e-5)
-
-    def test_architecture_matches_mdsm(self):
-        # Fashion-MNIST config: 6 blocks, channels 128/256/512, quadratic read-out on 4×4×512.
-        module = dj.ResNetEnergy(**dj.RESNET_CONFIGS["fashion_mnist"])
-        shapes = jax.eval_shape(lambda: dj.init_params(module, jax.random.key(0), (32, 32, 1)))["params"]
-        blocks = sorted(k for k in shapes if k.startswith("ResidualBlock"))
-        assert len(blocks) == 6
-        assert [shapes[b]["conv2"]["kernel"].shape[-1] for b in blocks] == [128, 128, 256, 256, 512, 512]
-        assert shapes["l3"]["kernel"].shape == (4 * 4 * 512, 1)
-        assert shapes[blocks[0]]["shortcut"]["kernel"].shape[:2] == (1, 1)
-        assert "bias" not in shapes[blocks[0]]["conv1"]
-
-    def test_score_shape(self, tiny_resnet):
-        energy_fn, params = tiny_resnet
-        x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
-        chex.assert_equal_shape([jax.jit(dj.score(energy_fn))(params, x), x])
-
-    def test_rejects_flat_input(self, tiny_resnet):
-        energy_fn, params = tiny_resnet
-        with pytest.raises(ValueError, match="expects images"):
-            energy_fn(params, jnp.zeros((2, 256)))
-
-
-@pytest.mark.parametrize("kernel_size, use_bias", [((3, 3), True), ((3, 3), False), ((1, 1), True), ((5, 3), True)])
-def test_matmul_conv_equals_flax_conv_values_and_gradients(kernel_size, use_bias):
-    # Same parameters, same outputs and input gradients as nn.Conv: the two are interchangeable.
-    import flax.linen as nn
-
-    x = jax.random.normal(jax.random.key(6), (2, 8, 8, 3))
-    mm = dj.nets.MatmulConv(5, kernel_size, use_bias=use_bias)
-    ref = nn.Conv(5, kernel_size, use_bias=use_bias)
-    params = mm.init(jax.random.key(1), x)
-    chex.assert_trees_all_equal_shapes(params, ref.init(jax.random.key(1), x))
-    chex.assert_trees_all_close(mm.apply(params, x), ref.apply(params, x), atol=1e-5, rtol=1e-5)
-    g = lambda m: jax.grad(lambda x_: jnp.sum(jnp.sin(m.apply(params, x_))))(x)  # noqa: E731
-    chex.assert_trees_all_close(g(mm), g(ref), atol=1e-5, rtol=1e-5)
-
-
-def test_resnet_conv_impls_share_parameters():
-    x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 1))
-    a = dj.ResNetEnergy(width=4, n_stages=2, blocks_per_stage=1, conv_impl="matmul")
-    b = dj.ResNetEnergy(width=4, n_stages=2, blocks_per_stage=1, conv_impl="xla")
-    params = dj.init_params(a, jax.random.key(0), (16, 16, 1))
-    chex.assert_trees_all_close(a.apply(params, x), b.apply(params, x), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="conv_impl"):
-        dj.ResNetEnergy(width=4, conv_impl="fft").init(jax.random.key(0), x)
+from test_nets import tiny_resnet  # noqa: F401 - the tiny ResNet fixture, shared
 
 
 class TestSampleInChunks:

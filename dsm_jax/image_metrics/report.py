@@ -1,0 +1,137 @@
+"""The numbers an image model is reported with: FD and Inception score of its samples beside
+the floor (real images at the same ``n``) and a Gaussian baseline (the bar to clear)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dsm_jax import coverage, validation
+from dsm_jax.image_metrics.classifier import IMAGE_SHAPE, _forward_chunked, check_images, check_labels
+from dsm_jax.image_metrics.frechet import frechet_distance, gaussian_stats
+from dsm_jax.image_metrics.inception import inception_score
+
+
+def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float = 1e-6):
+    """``sample(key, n) -> images`` from a full-covariance Gaussian fitted to the flattened
+    ``train_images``: the mean image plus correlated pixel noise, the trivial generative
+    model every real one should beat.
+
+    The covariance (1024 × 1024; the padding pixels have zero variance) gets ``jitter`` on
+    its diagonal and is factored by a symmetric eigendecomposition.
+
+    Not clipped by default: the exact Gaussian matches the data's pixel mean and covariance,
+    which makes it the strongest (fairest) Gaussian bar. Clipping to [0, 1] (``clip=True``)
+    shifts the mean of the near-black background upward and made the baseline much worse
+    on Fashion-MNIST (FD 205 clipped vs 121 unclipped at n = 10,000), which would flatter
+    any model compared against it.
+    """
+    images = check_images("train_images", train_images)
+    validation.check_nonnegative("jitter", jitter)
+    validation.check_bool("clip", clip)
+    flat = images.reshape(len(images), -1).astype(np.float64)
+    if len(flat) < 2:
+        raise ValueError("`train_images` needs at least 2 images to fit a covariance.")
+    mean = flat.mean(axis=0)
+    cov = np.cov(flat, rowvar=False) + jitter * np.eye(flat.shape[1])
+    w, v = np.linalg.eigh(cov)
+    factor = jnp.asarray((v * np.sqrt(np.clip(w, 0.0, None))).astype(np.float32))  # cov = F Fᵀ
+    mean32 = jnp.asarray(mean.astype(np.float32))
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def draw(key, n):
+        x = mean32 + jax.random.normal(key, (n, factor.shape[0])) @ factor.T
+        x = jnp.clip(x, 0.0, 1.0) if clip else x
+        return x.reshape(n, *IMAGE_SHAPE)
+
+    def sample(key, n):
+        return np.asarray(draw(key, validation.check_positive_int("n", n)))
+
+    return sample
+
+
+def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
+              n_splits: int = 10, batch_size: int = 500, clip_samples: bool = False,
+              baseline_draws: int = 5, test_labels=None) -> dict:
+    """FD and Inception score of ``sample_images`` with their floor and baseline.
+
+    Every FD compares ``n`` images against the statistics of the whole test set, with the
+    same classifier features:
+
+    * ``fd``: the first ``n`` of ``sample_images``;
+    * ``fd_floor``: ``n`` random training images — what perfect samples score at this ``n``.
+      FD is biased upward at small ``n`` (sampling noise in the covariance adds to the trace
+      term), so ``fd`` is only meaningful beside the floor of the same ``n``;
+    * ``fd_gaussian_baseline`` (± ``fd_gaussian_baseline_std``): the mean over
+      ``baseline_draws`` independent sets of ``n`` samples of :func:`gaussian_baseline_sampler`
+      (not clipped: the strongest Gaussian bar). One draw is not enough: at n = 1,000 single
+      draws ranged from 171 to 236 with the same classifier;
+    * ``fd_train``: the *full* training set's statistics (not ``n`` images), the large-``n``
+      limit of the floor: train/test distribution shift plus little estimation noise.
+
+    ``inception_score``/``inception_score_std`` are for the ``n`` samples,
+    ``inception_score_test``/``..._std`` for ``min(n, n_test)`` random test images (the
+    score depends on the split size ``n / n_splits``, so compare at the same ``n``).
+
+    ``clip_samples=True`` scores the samples as displayed, clipped to the data range [0, 1]
+    (samplers such as MDSM's Langevin chain never clip); non-finite samples are refused.
+
+    With ``test_labels`` (the test set's labels) the report adds the class coverage of the
+    ``n`` samples (:func:`dsm_jax.coverage.class_coverage`: ``class_histogram`` of the
+    classifier's predictions, ``class_kl`` to the test set's, ``classes_under`` 2 %).
+
+    Measured with the default classifier (90.8%): floor 0.9–2.4 at n = 1,000 (over training
+    subsets) and 0.24 at n = 10,000; Gaussian baseline ~121 at both; ``fd_train`` 0.09.
+    Costs ~40 s on 2 CPU cores, mostly the features of the full training set.
+    """
+    # Every argument is checked here, before the minute of forward passes below.
+    samples = check_images("sample_images", sample_images)
+    validation.check_bool("clip_samples", clip_samples)
+    if clip_samples:
+        samples = np.clip(samples, 0.0, 1.0)
+    baseline_draws = validation.check_positive_int("baseline_draws", baseline_draws)
+    train = check_images("train_images", train_images)
+    test = check_images("test_images", test_images)
+    n = validation.check_count("n", n, len(samples), "sample images")
+    validation.check_count("n", n, len(train), "training images (the floor needs n of them)")
+    validation.check_positive_int("batch_size", batch_size)
+    validation.check_count("n_splits", n_splits, min(n, len(test)), "images scored (each split needs one)")
+    validation.check_prng_key("key", key)
+    if test_labels is not None:
+        test_labels = check_labels("test_labels", test_labels, len(test))
+    k_floor, k_gauss, k_test = jax.random.split(key, 3)
+
+    test_f, test_logits = _forward_chunked(params, test, batch_size, "test_images")
+    test_stats = gaussian_stats(test_f)
+    train_f, _ = _forward_chunked(params, train, batch_size, "train_images")
+    sample_f, sample_logits = _forward_chunked(params, samples[:n], batch_size, "sample_images")
+    floor_idx = np.asarray(jax.random.choice(k_floor, len(train), (n,), replace=False))
+    gauss = gaussian_baseline_sampler(train)
+    fd_gauss = [frechet_distance(*gaussian_stats(_forward_chunked(params, gauss(k, n), batch_size)[0]), *test_stats)
+                for k in jax.random.split(k_gauss, baseline_draws)]
+    n_test_is = min(n, len(test))
+    test_idx = np.asarray(jax.random.choice(k_test, len(test), (n_test_is,), replace=False))
+
+    is_mean, is_std = inception_score(sample_logits, n_splits)
+    is_test, is_test_std = inception_score(test_logits[test_idx], n_splits)
+    classes = {} if test_labels is None else coverage.class_coverage(
+        np.argmax(sample_logits, axis=1), test_labels,
+        n_classes=sample_logits.shape[1])
+    return {
+        **classes,
+        "n": n,
+        "n_test": len(test),
+        "n_train": len(train),
+        "fd": frechet_distance(*gaussian_stats(sample_f), *test_stats),
+        "fd_floor": frechet_distance(*gaussian_stats(train_f[floor_idx]), *test_stats),
+        "fd_gaussian_baseline": float(np.mean(fd_gauss)),
+        "fd_gaussian_baseline_std": float(np.std(fd_gauss)),
+        "baseline_draws": baseline_draws,
+        "fd_train": frechet_distance(*gaussian_stats(train_f), *test_stats),
+        "inception_score": is_mean,
+        "inception_score_std": is_std,
+        "inception_score_test": is_test,
+        "inception_score_test_std": is_test_std,
+    }
