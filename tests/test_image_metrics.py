@@ -298,7 +298,7 @@ BAD_CALLS = [
     ("report-n-splits-too-many", _report(n_splits=7), ValueError, r"`n_splits` = 7 is larger than the 6"),
     ("report-n-splits-0", _report(n_splits=0), ValueError, r"`n_splits` must be an int >= 1"),
     ("report-batch-size-0", _report(batch_size=0), ValueError, r"`batch_size` must be an int >= 1"),
-    ("report-no-key", _report(key=None), TypeError, r"`key` is required"),
+    ("report-no-key", _report(key=None), TypeError, r"`key` must be one PRNG key and is required"),
     ("report-int-key", _report(key=3), TypeError, r"`key` must be one PRNG key"),
     ("report-clip-str", _report(clip_samples="no"), TypeError, r"`clip_samples` must be True or False"),
     ("report-test-labels-float", _report(test_labels=_LABELS.astype(np.float32)), ValueError,

@@ -168,7 +168,7 @@ BAD_INPUTS = [
     ("init-params-zero-shape", lambda: dj.init_params(nets.MLPEnergy(1, 4), jax.random.key(0), (0,)), ValueError,
      r"`event_shape` must be a tuple of positive ints"),
     ("init-params-no-key", lambda: dj.init_params(nets.MLPEnergy(1, 4), None, (2,)), TypeError,
-     r"`key` is required"),
+     r"`key` must be one PRNG key and is required"),
     ("init-params-int-key", lambda: dj.init_params(nets.MLPEnergy(1, 4), 0, (2,)), TypeError,
      r"`key` must be one PRNG key"),
     ("init-params-class", lambda: dj.init_params(nets.MLPEnergy, jax.random.key(0), (2,)), TypeError,
