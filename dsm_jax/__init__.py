@@ -128,4 +128,8 @@ __all__ = [
     "sigmoid_schedule",
     "skip_nonfinite_steps",
     "update_ema",
+    "Every",
+    "append_record",
+    "latest_step",
+    "read_log",
 ]

@@ -238,11 +238,11 @@ def constrain_batch(tree, mesh: Mesh | None, *, axis: int = 0, name: str = "batc
 # Samplers
 # ---------------------------------------------------------------------------------------
 def shard_chains(sample_fn, mesh="auto", compiler_options: dict | None = None):
-    """``sample_fn(params, key, x0, *masks)`` jitted with the chains (batch axis of ``x0``)
+    """``sample_fn(params, key, x0, *masks, **masks)`` jitted with the chains (batch axis of ``x0``)
     split over the data axis and ``params``/``key`` replicated.
 
     Works for every sampler here (``langevin``, ``mala``, ``annealed_langevin``,
-    ``inpainter``): a per-example mask (shape of ``x0``) is split like ``x0``, a shared one
+    ``inpainter``, whose ``free_mask=`` is passed by keyword): a per-example mask (shape of ``x0``) is split like ``x0``, a shared one
     (event shape) replicated. Outputs are gathered (replicated), so ``np.asarray`` works on
     every process. With partitionable threefry the chains are those of the one-device run.
     ``mesh``: as in :func:`resolve_mesh`, resolved here, once, when ``shard_chains`` is
@@ -257,17 +257,17 @@ def shard_chains(sample_fn, mesh="auto", compiler_options: dict | None = None):
     shardings = {} if m is None else {"out_shardings": replicated(m)}
     jitted = jax.jit(sample_fn, compiler_options=compiler_options, **shardings)
 
-    def run(params, key, x0, *masks):
+    def run(params, key, x0, *masks, **named_masks):
         if m is None:
-            return jitted(params, key, x0, *masks)
-        x0_s = shard_batch(x0, m, 0, "x0")
-        masks_s = [
-            None if mask is None
-            else shard_batch(mask, m, 0, "mask") if np.ndim(mask) == np.ndim(x0)
-            else replicate(mask, m)
-            for mask in masks
-        ]
-        return jitted(replicate(params, m), replicate(key, m), x0_s, *masks_s)
+            return jitted(params, key, x0, *masks, **named_masks)
+
+        def place(mask):  # per-example masks split like x0, shared ones replicated
+            if mask is None:
+                return None
+            return shard_batch(mask, m, 0, "mask") if np.ndim(mask) == np.ndim(x0) else replicate(mask, m)
+
+        return jitted(replicate(params, m), replicate(key, m), shard_batch(x0, m, 0, "x0"),
+                      *map(place, masks), **{k: place(v) for k, v in named_masks.items()})
 
     return run
 

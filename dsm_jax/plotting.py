@@ -47,7 +47,7 @@ def toy_figure(path, toy, sigma, grid, panels: dict, results: dict, toy_name: st
 
 def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> None:
     """One panel per run: named metric curves against the step. ``curves[name]`` is a list of
-    records ``{"step": ..., metric: value, ...}`` (a :func:`dsm_jax.training.read_log`
+    records ``{"step": ..., metric: value, ...}`` (a :func:`dsm_jax.runlog.read_log`
     result); ``series[name]`` maps each legend label to the metric it plots (default
     ``{"loss": "loss"}``). A panel whose metrics are all KLs is drawn on a log scale."""
     if not isinstance(curves, dict) or not curves:

@@ -266,7 +266,7 @@ def test_dde_loop_lowers_the_sample_kl_on_a_2d_toy():
 
     def sample_kl(s):
         samples = generator.apply(s.gen.params, jax.random.normal(k_eval, (2000, 2)))
-        return float(metrics.sample_kl(samples, lambda x: toy.log_density(x, sigma), sigma, grid)["kl"])
+        return float(metrics.sample_kl(samples, lambda x: toy.log_density(x, sigma), sigma, grid, key=jax.random.key(0))["kl"])
 
     before = sample_kl(state)
     warm = dj.make_q_warmup_step(energy_fn, generator.apply, sigma, latent_fn, energy_opt)

@@ -14,19 +14,19 @@ from test_nets import tiny_resnet  # noqa: F401 - the tiny ResNet fixture, share
 class TestSampleInChunks:
     def test_chunks_trim_and_stay_finite(self):
         energy_fn = lambda p, x: 0.5 * jnp.sum(x**2, axis=(1, 2))  # noqa: E731
-        sampler = jax.jit(dj.langevin(energy_fn, 0.1, 5, return_info=True))
+        sampler = jax.jit(dj.langevin_with_info(energy_fn, 0.1, 5))
         init = lambda k, n: jax.random.normal(k, (n, 2, 3))  # noqa: E731
-        x, info = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 10, 4)
+        x, info = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 10, 4, with_info=True)
         assert x.shape == (10, 2, 3) and info == {"n_nonfinite": 0, "first_nonfinite_step": None}
-        x2, _ = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 10, 4)
+        x2, _ = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 10, 4, with_info=True)
         np.testing.assert_array_equal(x, x2)
 
     def test_reports_nonfinite_chains_and_step(self):
         # Energy that blows up: the gradient doubles x each step until it overflows.
         energy_fn = lambda p, x: -jnp.sum(x**2, axis=1) * 1e30  # noqa: E731
-        sampler = jax.jit(dj.langevin(energy_fn, 1.0, 20, return_info=True))
+        sampler = jax.jit(dj.langevin_with_info(energy_fn, 1.0, 20))
         init = lambda k, n: jnp.ones((n, 2))  # noqa: E731
-        _, info = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 3, 3)
+        _, info = dj.sample_in_chunks(sampler, None, jax.random.key(0), init, 3, 3, with_info=True)
         assert info["n_nonfinite"] == 3
         assert info["first_nonfinite_step"] is not None and info["first_nonfinite_step"] < 20
 
@@ -71,7 +71,7 @@ class TestInpainting:
         energy_fn, params = tiny_resnet
         x = jax.random.uniform(jax.random.key(2), (3, 16, 16, 1))
         observed = inpainting.observed_mask("random_half", x.shape, jax.random.key(3))
-        fill = jax.jit(dj.inpainter(energy_fn, 1e-3, dj.mdsm_temperature_schedule(3, 5, 2, 10.0)))
-        out = np.asarray(fill(params, jax.random.key(4), x, jnp.asarray(observed)))
+        fill = jax.jit(dj.inpainter(energy_fn, 1e-3, temperatures=dj.mdsm_temperature_schedule(3, 5, 2, 10.0)))
+        out = np.asarray(fill(params, jax.random.key(4), x, free_mask=1.0 - jnp.asarray(observed)))
         np.testing.assert_array_equal(out[observed > 0], np.asarray(x)[observed > 0])
         assert np.any(out[observed == 0] != np.asarray(x)[observed == 0])

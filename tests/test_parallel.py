@@ -107,7 +107,7 @@ def _worker_eight_devices() -> dict:
     free = (jax.random.uniform(jax.random.PRNGKey(5), x0.shape) < 0.5).astype(jnp.float32)
     key = jax.random.PRNGKey(4)
     # A confining energy, so that MALA rejects some proposals and the accept decisions are tested too.
-    mala = dj.mala(lambda p, x: efn(p, x) + 0.5 * jnp.sum(x**2, axis=1), 1.0, 30, return_info=True)
+    mala = dj.mala_with_info(lambda p, x: efn(p, x) + 0.5 * jnp.sum(x**2, axis=1), 1.0, 30)
     (a, ia), (b, ib) = jax.jit(mala)(params, key, x0, free), parallel.shard_chains(mala)(params, key, x0, free)
     fixed = np.asarray(free) == 0
     out["mala"] = {"x": _max_diff(a, b), "acceptance": _max_diff(ia.acceptance_rate, ib.acceptance_rate),

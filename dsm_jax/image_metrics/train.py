@@ -14,7 +14,8 @@ import numpy as np
 from dsm_jax import validation
 from dsm_jax.data.batches import BatchIterator
 from dsm_jax.image_metrics.classifier import _MODEL, accuracy, check_images, check_labels, init_classifier
-from dsm_jax.training import adam, fit, init_train_state, make_train_step
+from dsm_jax.loop import fit
+from dsm_jax.train_step import adam, init_train_state, make_train_step
 
 # Measured on the real Fashion-MNIST on 2 shared CPU cores (batch 128, learning rate 2e-3):
 # 1,500 steps -> 90.2% test accuracy in 151 s, 2,000 steps -> 90.8% in 203-213 s
@@ -59,13 +60,13 @@ def train_classifier(
     Deterministic for a ``seed``: the initialisation and the epoch permutations derive from
     it. With ``checkpoint_dir``, a finished checkpoint there is restored instead of training,
     an unfinished one is resumed, otherwise training starts and saves there (orbax, through
-    :func:`dsm_jax.training.fit`). The settings and a fingerprint of the training data are
+    :func:`dsm_jax.loop.fit`). The settings and a fingerprint of the training data are
     recorded in ``classifier.json`` there; other settings raise rather than reuse it.
 
     ``info``: ``steps``, ``seconds`` (wall time of this call), ``restored`` (True when no
     training happened), ``final_loss`` (mean loss of the last chunk, None when restored),
     and ``test_accuracy`` when ``test_images``/``test_labels`` are given. ``steps_per_call``
-    steps run per compiled ``lax.scan`` dispatch (see :func:`dsm_jax.training.fit`).
+    steps run per compiled ``lax.scan`` dispatch (see :func:`dsm_jax.loop.fit`).
 
     The defaults (2,000 steps of batch 128, ~4.3 epochs) reach 90.8% test accuracy on
     Fashion-MNIST in ~3.5 minutes on 2 CPU cores.
@@ -102,7 +103,7 @@ def train_classifier(
     state, history = fit(step, state, steps, steps_per_call=steps_per_call,
                          batches=BatchIterator((images, labels), batch_size, seed=int(seed)),
                          desc="classifier", progress=progress, checkpoint_dir=checkpoint_dir,
-                         checkpoint_every=1000)
+                         checkpoint_every=steps_per_call * max(1, 1000 // steps_per_call))  # ~every 1,000 steps, on a chunk end
     info = {"steps": steps, "restored": not history, "final_loss": history[-1]["loss"] if history else None}
     if test_images is not None:
         info["test_accuracy"] = accuracy(state.params, test_images, test_labels)
