@@ -396,7 +396,7 @@ def test_bad_inputs():
         dj.estimate_log_z(E, params, key, (3,), method="is", proposal_mean=np.zeros(4))
     with pytest.raises(ValueError, match="`data`"):
         dj.estimate_log_z(E, params, key, (3,), method="is", data=data[:, :2])
-    with pytest.raises(ValueError, match="key"):
+    with pytest.raises(TypeError, match="`key` must be one PRNG key"):
         dj.estimate_log_z(E, params, np.zeros(3), (3,), method="is")
     with pytest.raises(ValueError, match="shape"):
         dj.log_likelihood(E, params, np.zeros(3), 0.0)
@@ -600,7 +600,6 @@ def test_bad_input_sweep():
         ("`data`", lambda: dj.estimate_log_z(E, params, key, (3,), method="is", data=np.full((5, 3), np.nan))),
         ("`data`", lambda: dj.estimate_log_z(E, params, key, (3,), method="ais", data=data[:1])),
         ("scale_inflation", lambda: dj.estimate_log_z(E, params, key, (3,), data=data, scale_inflation=0.0)),
-        ("key", lambda: lk.make_is_log_z(E, (3,), **SMALL_IS)(params, jnp.zeros(5))),
         ("event_shape", lambda: lk.make_ais_log_z(E, (4,), **SMALL_AIS)(params, key)),
         ("n_temps", lambda: lk.sigmoid_schedule(0)),
         ("delta", lambda: lk.sigmoid_schedule(10, delta=0.0)),
@@ -625,3 +624,5 @@ def test_bad_input_sweep():
     for match, call in sweep:
         with pytest.raises(ValueError, match=match):
             call()
+    with pytest.raises(TypeError, match="`key` must be one PRNG key"):  # a float array is not a key
+        lk.make_is_log_z(E, (3,), **SMALL_IS)(params, jnp.zeros(5))
