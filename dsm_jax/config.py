@@ -353,31 +353,32 @@ def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), no
     ``ordered``: pairs ``(lo, hi)`` that must satisfy ``lo <= hi``; ``within_limit``: pairs
     ``(n, limit)`` with ``n <= limit`` unless ``limit`` is None (no limit); ``at_least``: pairs
     ``(name, bound)`` with a number bound; ``choices``: ``{field: allowed}``; ``subsets``:
-    ``{field: allowed}`` for tuple fields. A field whose value is ``None`` ("auto") is not
-    range-checked; an optional int field must otherwise be an int >= 1.
+    ``{field: allowed}`` for tuple fields. A field whose value is ``None`` (auto, or off) is
+    not range-checked.
     """
     value = lambda name: get(config, name)  # noqa: E731
+    given = lambda names: [n for n in names if value(n) is not None]  # noqa: E731  (None: auto / off)
 
     def fail(name, need, example):
         raise ValueError(f"config field `{name}` must be {need}, got {value(name)!r}; "
                          f"fix it with --set {name}={example}.")
 
-    for name in positive_int:
-        if value(name) is not None and (not _int(value(name)) or value(name) < 1):
+    for name in given(positive_int):
+        if not _int(value(name)) or value(name) < 1:
             fail(name, "an int >= 1", 1)
-    for name in nonnegative_int:
+    for name in given(nonnegative_int):
         if not _int(value(name)) or value(name) < 0:
             fail(name, "an int >= 0", 0)
-    for name in positive:
+    for name in given(positive):
         if not _num(value(name)) or value(name) <= 0:
             fail(name, "a finite number > 0", "<a positive number>")
-    for name in nonnegative:
+    for name in given(nonnegative):
         if not _num(value(name)) or value(name) < 0:
             fail(name, "a finite number >= 0", 0)
-    for name in unit_interval:
+    for name in given(unit_interval):
         if not _num(value(name)) or not 0 < value(name) <= 1:
             fail(name, "in (0, 1]", 0.5)
-    for name in open_unit:
+    for name in given(open_unit):
         if not _num(value(name)) or not 0 <= value(name) < 1:
             fail(name, "in [0, 1)", 0.9)
     for lo, hi in ordered:
@@ -404,3 +405,12 @@ def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), no
                              f"got {got!r}{f' (unknown: {unknown})' if unknown else ''}; fix it with "
                              f"--set {name}={','.join(allowed)}.")
 
+
+
+def check_t_high(config, path: str, t_low: float = 1.0) -> None:
+    """An annealed chain cools from ``t_high`` down to T = ``t_low``: a lower start would heat
+    it instead (accepted silently before)."""
+    value = get(config, path)
+    if not _num(value) or value < t_low:
+        raise ValueError(f"config field `{path}` ({value}) must be >= the final temperature {t_low} (the chain "
+                         f"anneals from `{path}` down to T = {t_low}); fix it with --set {path}={max(t_low, 10.0)}.")

@@ -136,7 +136,7 @@ class ToyConfig(cfgs.Legacy):
                      "gen.q_init": ("scratch", "copy_p"), "model.weight_init": sorted(nets.DENSE_INITS)},
             subsets={"toys": toys.TOY_NAMES, "methods": METHODS},
         )
-        check_t_high(self, "sampler.t_high")
+        cfgs.check_t_high(self, "sampler.t_high")
         for item in self.gen.activation_by_toy:
             toy_name, _, act = item.partition(":")
             if toy_name not in toys.TOY_NAMES or act not in nets.ACTIVATIONS:
@@ -150,14 +150,6 @@ class ToyConfig(cfgs.Legacy):
         if s.n_constant + s.n_exponential + s.n_linear < 1:
             raise ValueError("The MDSM sampler has no steps: set one of sampler.n_constant, sampler.n_exponential, "
                              "sampler.n_linear > 0 (e.g. --set sampler.n_exponential=1000).")
-
-
-def check_t_high(cfg, path: str, t_low: float = 1.0) -> None:
-    """The annealed chain cools from ``t_high`` to T = ``t_low``: a lower start heats it instead."""
-    value = cfgs.get(cfg, path)
-    if value < t_low:
-        raise ValueError(f"config field `{path}` ({value}) must be >= the final temperature {t_low} (the chain "
-                         f"anneals from `{path}` down to T = {t_low}); fix it with --set {path}={max(t_low, 10.0)}.")
 
 
 _smoke_gen = dict(depth=3, width=32, batch_size=256, iters=200, monitor_every=100, monitor_samples=500)
