@@ -115,7 +115,7 @@ def _parse_value(leaf: Leaf, text: str, name: str) -> Any:
     if optional and text.lower() in ("none", "auto", ""):
         return None
     if optional and "legacy_none" in leaf.metadata and text == str(leaf.metadata["legacy_none"]):
-        warnings.warn(f"{where}: {text!r} meaning 'auto' is deprecated; use --set {leaf.path}=none.",
+        warnings.warn(f"{where}: {text!r} for auto / off is deprecated; use --set {leaf.path}=none.",
                       DeprecationWarning, stacklevel=3)
         return None
     if hint is bool:
