@@ -37,6 +37,18 @@ def start(base, presets: dict, doc: str, argv=None, *, script: str, flags=(), di
     return cfg, args, out
 
 
+def experiment_of(config_json: dict) -> str:
+    """Which image experiment wrote a run's ``config.json``: ``"mdsm"`` (fashion_mnist) or
+    ``"dde"`` (fashion_mnist_dde); reads the nested names and the flat ones of earlier runs."""
+    keys = set(config_json)
+    if {"train.sigma_min", "train.sigma0"} <= keys or {"sigma_min", "sigma0"} <= keys:
+        return "mdsm"
+    if {"gen.every", "train.sigma"} <= keys or {"gen_every", "sigma"} <= keys:
+        return "dde"
+    raise ValueError("Cannot tell which experiment wrote this run's config.json (expected the fields of "
+                     "experiments.fashion_mnist or experiments.fashion_mnist_dde); pass the run directory of one.")
+
+
 def write_json(path: str, obj) -> None:
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)

@@ -222,3 +222,11 @@ def run_main(main, argv):
     with contextlib.redirect_stdout(buffer):
         result = main(argv)
     return result, buffer.getvalue()
+
+
+def image_smoke_run(main, out, classifier_dir):
+    """An image experiment's smoke run into ``out`` scored with the shared classifier:
+    ``(out, argv, metrics, printed)``."""
+    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={classifier_dir}"]
+    metrics, printed = run_main(main, argv)
+    return out, argv, metrics, printed

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_main
+from conftest import image_smoke_run, run_main
 
 from dsm_jax import config, training
 from dsm_jax import toy as toys
@@ -139,10 +139,7 @@ FASHION_SMOKE = dataclasses.replace(fashion_mnist.FashionConfig(), **fashion_mni
 
 @pytest.fixture(scope="module")
 def fashion_run(tmp_path_factory, smoke_classifier_dir):
-    out = tmp_path_factory.mktemp("fm")
-    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={smoke_classifier_dir}"]
-    metrics, _ = run_main(fashion_mnist.main, argv)
-    return out, argv, metrics
+    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir)[:3]
 
 
 def test_fashion_mnist_smoke_writes_metrics(fashion_run):

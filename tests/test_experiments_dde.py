@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import run_main
+from conftest import image_smoke_run
 
 from dsm_jax import config
 from experiments import fashion_mnist_dde as fmd
@@ -21,10 +21,7 @@ SMOKE = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"])
 
 @pytest.fixture(scope="module")
 def dde_run(tmp_path_factory, smoke_classifier_dir):
-    out = tmp_path_factory.mktemp("dde")
-    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={smoke_classifier_dir}"]
-    metrics, printed = run_main(fmd.main, argv)
-    return out, argv, metrics, printed
+    return image_smoke_run(fmd.main, tmp_path_factory.mktemp("dde"), smoke_classifier_dir)
 
 
 def test_smoke_writes_metrics(dde_run):
