@@ -9,7 +9,8 @@ Field metadata says what a field is, instead of hand-kept lists beside the confi
   (:func:`fingerprint`);
 * ``legacy="old_name"``: the field's flat name before configs were nested (default: the
   group's ``legacy_prefix`` + the field name), so old ``--set`` names and the ``config.json``
-  of earlier runs still load (with a deprecation message);
+  of earlier runs still load (with a :class:`FutureWarning`, shown by default), and code
+  reading ``cfg.old_name`` still works (with a :class:`DeprecationWarning`);
 * ``legacy_none=0`` (or ``""``): the old "0 / empty means auto" value, now ``None``.
 
 Every value a user can type is checked where it enters: an unknown field, a value of the
@@ -94,9 +95,11 @@ def _legacy_map(cls) -> dict[str, Leaf]:
     return {leaf.legacy: leaf for leaf in leaves(cls)}
 
 
-def _deprecated(old: str, new: str, where: str) -> None:
+def _deprecated(old: str, new: str, where: str, category=FutureWarning) -> None:
+    # FutureWarning (shown by default) where a user typed or saved the old name (--set,
+    # config.json); DeprecationWarning where code reads it (cfg.old_name).
     warnings.warn(f"{where}: `{old}` is the old flat name of `{new}`; use {new} (the old name still works).",
-                  DeprecationWarning, stacklevel=3)
+                  category, stacklevel=3)
 
 
 def _optional(hint):
@@ -116,7 +119,7 @@ def _parse_value(leaf: Leaf, text: str, name: str) -> Any:
         return None
     if optional and "legacy_none" in leaf.metadata and text == str(leaf.metadata["legacy_none"]):
         warnings.warn(f"{where}: {text!r} for auto / off is deprecated; use --set {leaf.path}=none.",
-                      DeprecationWarning, stacklevel=3)
+                      FutureWarning, stacklevel=3)
         return None
     if hint is bool:
         if text.lower() in ("1", "true", "yes", "on"):
@@ -163,7 +166,7 @@ def resolve(cls, name: str, where: str = "--set") -> Leaf:
 
 def apply_overrides(config, overrides: Sequence[str]):
     """``["train.lr=1e-3", "toys=rings,checkerboard"]`` → a new config with those fields replaced.
-    Old flat names (``lr=1e-3``) still work, with a :class:`DeprecationWarning`."""
+    Old flat names (``lr=1e-3``) still work, with a :class:`FutureWarning`."""
     changes = {}
     for item in overrides:
         name, sep, text = item.partition("=")
@@ -285,7 +288,7 @@ def from_dict(base, saved: dict, where: str = "config"):
         changes[leaf.path] = _from_json(leaf, value)
     if renamed:
         warnings.warn(f"{where}: written with the old flat field names ({len(renamed)} fields, e.g. "
-                      f"{renamed[0]!r}); read as the nested ones.", DeprecationWarning, stacklevel=3)
+                      f"{renamed[0]!r}); read as the nested ones.", FutureWarning, stacklevel=3)
     if unknown:
         warnings.warn(f"{where}: ignoring fields {sorted(unknown)} unknown to {type(base).__name__} "
                       f"(written by another version of the script).", stacklevel=3)
@@ -310,7 +313,7 @@ class Legacy:
         leaf = _legacy_map(type(self)).get(name)
         if leaf is None:
             raise AttributeError(f"{type(self).__name__} has no field {name!r}")
-        _deprecated(name, leaf.path, type(self).__name__)
+        _deprecated(name, leaf.path, type(self).__name__, DeprecationWarning)
         value = get(self, leaf.path)
         return leaf.metadata.get("legacy_none", value) if value is None else value
 

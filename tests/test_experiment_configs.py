@@ -101,7 +101,7 @@ def test_none_means_auto_and_the_old_zero_still_does_with_a_deprecation():
     cfg = parse("fashion_mnist", "data.train_limit=none", "train.batch_size=100000")
     assert cfg.data.train_limit is None and cfg.data.data_dir is None
     assert parse("toy2d", "gen.monitor_every=none").gen.monitor_every is None
-    with pytest.warns(DeprecationWarning, match="data.train_limit=none"):
+    with pytest.warns(FutureWarning, match="data.train_limit=none"):
         assert parse("fashion_mnist", "data.train_limit=0").data.train_limit is None
     assert parse("fashion_mnist", "train.ema_decay=none").train.ema_decay is None  # no EMA
 
@@ -110,12 +110,12 @@ def test_none_means_auto_and_the_old_zero_still_does_with_a_deprecation():
 # Old flat names and old runs.
 # ---------------------------------------------------------------------------------------
 def test_old_flat_set_names_still_work_with_a_deprecation_naming_the_new_one():
-    with pytest.warns(DeprecationWarning, match=r"`gen_iters` is the old flat name of `gen.iters`"):
+    with pytest.warns(FutureWarning, match=r"`gen_iters` is the old flat name of `gen.iters`"):
         cfg = parse("toy2d", "gen_iters=5", "lr=0.01", "sampler_step_size=0.002")
     assert (cfg.gen.iters, cfg.train.lr, cfg.sampler.step_size) == (5, 0.01, 0.002)
     with pytest.warns(DeprecationWarning):
         assert (cfg.gen_iters, cfg.lr) == (5, 0.01)  # old attribute names read too
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(FutureWarning):
         cfg = parse("fashion_mnist_dde", "density=false", "density_n_final=7", "gen_lr=0.002")
     assert (cfg.density.enabled, cfg.density.n_final, cfg.gen.lr) == (False, 7, 0.002)
     # an error for a command in old names speaks old names
@@ -129,7 +129,7 @@ def test_config_json_of_an_old_run_loads_and_its_checkpoints_resume(key, tmp_pat
     old = LEGACY[key]
     path = tmp_path / "config.json"
     path.write_text(json.dumps(old["config_json"]))
-    with pytest.warns(DeprecationWarning, match="old flat field names"):
+    with pytest.warns(FutureWarning, match="old flat field names"):
         loaded = config.load(EXPERIMENTS[name](), str(path))
     assert loaded == config.with_preset(EXPERIMENTS[name](), MODULES[name].PRESETS, preset)
     # the fingerprint a checkpoint of that run holds equals the one the nested config gives

@@ -105,7 +105,7 @@ def test_presets_name_real_fields_and_bad_arch():
     assert (t.q_warmup_steps, t.sigma_start) == (0, t.sigma)
     with pytest.raises(ValueError, match="`model.arch`"):
         fmd.main(["--preset", "smoke", "--set", "model.arch=nope", "--out", "/tmp/unused"])
-    with pytest.raises(ValueError, match="`arch`"), pytest.warns(DeprecationWarning):  # the old name: errors speak it
+    with pytest.raises(ValueError, match="`arch`"), pytest.warns(FutureWarning):  # the old name: errors speak it
         fmd.main(["--preset", "smoke", "--set", "arch=nope", "--out", "/tmp/unused"])
 
 
