@@ -6,59 +6,40 @@ and n are checked); the timings are measured here, in one process, interleaved o
 rounds (median; the compiling first call reported apart), so all three see the same machine load.
 Writes ``comparison.json`` and ``comparison.md`` to ``--out``.
 
-    python experiments/fashion_mnist.py && python experiments/fashion_mnist_dde.py   # the two runs
-    python experiments/fashion_mnist_compare.py          # runs/fashion_mnist_compare-default/
+    python -m experiments.fashion_mnist && python -m experiments.fashion_mnist_dde   # the two runs
+    python -m experiments.fashion_mnist_compare          # runs/fashion_mnist_compare-default/
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import sys
-import time
 
 import jax
-import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fashion_mnist as mdsm_exp  # noqa: E402
-import fashion_mnist_dde as dde_exp  # noqa: E402
-
-import dsm_jax as dj  # noqa: E402
-from dsm_jax import config as cfgs  # noqa: E402
+import dsm_jax as dj
+from dsm_jax import config as cfgs
+from dsm_jax.config import field
+from experiments import common
+from experiments import fashion_mnist as mdsm_exp
+from experiments import fashion_mnist_dde as dde_exp
 
 
 @dataclasses.dataclass(frozen=True)
 class CompareConfig:
-    mdsm_run: str = "runs/fashion_mnist-default"
-    dde_run: str = "runs/fashion_mnist_dde-default"
-    repeats: int = 3           # interleaved timing rounds (median)
-    mdsm_chunk: int = 100      # samples per timed call (cost is linear in chains beyond ~100)
-    density_chunk: int = 250
-    generator_chunk: int = 1000
-    seed: int = 0
+    mdsm_run: str = field("runs/fashion_mnist-default")
+    dde_run: str = field("runs/fashion_mnist_dde-default")
+    repeats: int = field(3)            # interleaved timing rounds (median)
+    mdsm_chunk: int = field(100)       # samples per timed call (cost is linear in chains beyond ~100)
+    density_chunk: int = field(250)
+    generator_chunk: int = field(1000)
+    seed: int = field(0)
+
+    def validate(self) -> None:
+        cfgs.check_fields(self, positive_int=("repeats", "mdsm_chunk", "density_chunk", "generator_chunk"),
+                          nonnegative_int=("seed",))
 
 
 PRESETS = {"default": {}, "smoke": dict(repeats=1, mdsm_chunk=4, density_chunk=4, generator_chunk=16)}
-
-
-def time_interleaved(calls: dict, repeats: int) -> dict:
-    """``{name: (compile_seconds, median_seconds)}`` of zero-argument ``calls`` (each returns
-    arrays), timed round-robin so slow drifts in machine load hit all of them alike."""
-    compile_s = {}
-    for name, call in calls.items():
-        t0 = time.perf_counter()
-        jax.block_until_ready(call())
-        compile_s[name] = time.perf_counter() - t0
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(call())
-            times[name].append(time.perf_counter() - t0)
-    return {name: (compile_s[name], float(np.median(times[name]))) for name in calls}
 
 
 def build_calls(cfg: CompareConfig):
@@ -72,8 +53,8 @@ def build_calls(cfg: CompareConfig):
     generate = jax.jit(dde_exp.generator_module(d_cfg).apply)
     z = dde_exp.latent_sampler(d_cfg, cfg.generator_chunk)(k_gen)
     d_sampler, d_steps = dde_exp.make_density_sampler(d_cfg, dj.energy_fn_of(dde_exp.energy_module(d_cfg)))
-    d_x0 = d_cfg.density_init_mean + d_cfg.density_init_std * jax.random.normal(
-        k_density, (cfg.density_chunk, *dde_exp.IMAGE_SHAPE))
+    d = d_cfg.density
+    d_x0 = d.init_mean + d.init_std * jax.random.normal(k_density, (cfg.density_chunk, *dde_exp.IMAGE_SHAPE))
 
     calls = {
         "mdsm": lambda: m_sampler(m_params, k_mdsm, m_x0)[0],
@@ -94,10 +75,8 @@ def build_calls(cfg: CompareConfig):
 def quality(cfg: CompareConfig) -> dict:
     """FD / IS per sampler from the runs' metrics.json, with the shared floor and baseline;
     raises when the two runs were scored with different classifiers or n."""
-    with open(os.path.join(cfg.mdsm_run, "metrics.json")) as f:
-        m = json.load(f)
-    with open(os.path.join(cfg.dde_run, "metrics.json")) as f:
-        d = json.load(f)
+    m = common.read_json(os.path.join(cfg.mdsm_run, "metrics.json"))
+    d = common.read_json(os.path.join(cfg.dde_run, "metrics.json"))
     for key in ("n", "classifier_accuracy"):
         if m.get(key) != d.get(key):
             raise ValueError(f"The runs' FDs are not comparable: `{key}` is {m.get(key)} in {cfg.mdsm_run} and "
@@ -116,28 +95,24 @@ def quality(cfg: CompareConfig) -> dict:
 
 def results_table(result: dict) -> str:
     q = result
-    lines = [f"| Fashion-MNIST, FD n = {q['n']} | FD | IS analogue | classes < 2 % | class KL | seconds / 1,000 samples "
-             "| network passes / sample |", "|---|---|---|---|---|---|---|"]
     fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
-    for name, r in q["samplers"].items():
-        lines.append(f"| {r['label']} | {fmt(r.get('fd'), '.1f')} | {fmt(r.get('inception_score'), '.2f')} | "
-                     f"{fmt(r.get('classes_under'), 'd')} | {fmt(r.get('class_kl'), '.3f')} | "
-                     f"{r['seconds_per_1k']:.3g} | {r['passes']} |")
+    rows = [[r["label"], fmt(r.get("fd"), ".1f"), fmt(r.get("inception_score"), ".2f"), fmt(r.get("classes_under"), "d"),
+             fmt(r.get("class_kl"), ".3f"), f"{r['seconds_per_1k']:.3g}", r["passes"]] for r in q["samplers"].values()]
     base = f"{q['fd_gaussian_baseline']:.1f}" + (f" ± {q['fd_gaussian_baseline_std']:.1f}"
                                                  if q.get("fd_gaussian_baseline_std") is not None else "")
-    lines += [f"| floor: 1,000 training images | {q['fd_floor']:.2f} | {q['inception_score_test']:.2f} (test set) | – | – "
-              "| – | – |",
-              f"| full-covariance Gaussian fit | {base} | – | – | – | – | – |"]
-    return "\n".join(lines)
+    rows += [["floor: 1,000 training images", f"{q['fd_floor']:.2f}", f"{q['inception_score_test']:.2f} (test set)",
+              "–", "–", "–", "–"],
+             ["full-covariance Gaussian fit", base, "–", "–", "–", "–", "–"]]
+    return common.markdown_table([f"Fashion-MNIST, FD n = {q['n']}", "FD", "IS analogue", "classes < 2 %", "class KL",
+                                  "seconds / 1,000 samples", "network passes / sample"], rows)
 
 
 def main(argv=None):
-    cfg, args = cfgs.parse_args(CompareConfig(), PRESETS, __doc__.splitlines()[0], argv)
-    out = args.out or os.path.join("runs", f"fashion_mnist_compare-{args.preset}")
-    os.makedirs(out, exist_ok=True)
+    cfg, _, out = common.start(CompareConfig(), PRESETS, __doc__, argv, script="fashion_mnist_compare",
+                               distributed=False)
     result = quality(cfg)
     calls, about = build_calls(cfg)
-    timings = time_interleaved(calls, cfg.repeats)
+    timings = common.time_calls(calls, cfg.repeats)
     for name, (compile_s, seconds) in timings.items():
         chunk = about[name]["chunk"]
         result["samplers"][name].update(about[name], compile_seconds=compile_s, seconds_per_call=seconds,
@@ -147,8 +122,7 @@ def main(argv=None):
     if s["mdsm"]["fd"] and s["dde_generator"]["fd"]:
         result["generator_fd_over_mdsm_fd"] = s["dde_generator"]["fd"] / s["mdsm"]["fd"]
     result.update(config=cfgs.to_dict(cfg), device=jax.devices()[0].device_kind, repeats=cfg.repeats)
-    with open(os.path.join(out, "comparison.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    common.write_json(os.path.join(out, "comparison.json"), result)
     table = results_table(result)
     with open(os.path.join(out, "comparison.md"), "w") as f:
         f.write(table + "\n")

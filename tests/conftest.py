@@ -7,12 +7,28 @@ the code under test; the KL reference is a closed-form KL between Gaussians (jnp
 its gradient can be taken).
 
 Import the helpers with ``from conftest import ...`` (pytest puts ``tests/`` on sys.path).
+
+The experiments' end-to-end runs are shared: :func:`smoke_classifier_dir` (one FD classifier
+for every image experiment's smoke run) and :func:`run_main` (a script's ``main`` with its
+printed output captured), used by module-scoped fixtures so one run serves many assertions.
 """
 from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+# The experiments are the package `experiments` at the repository root (`python -m
+# experiments.toy2d`); plain `pytest` puts only tests/ on sys.path, so add the root once here.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 try:  # jax >= 0.5
     from jax.extend.core import jaxprs_in_params as _jaxprs_in_params
@@ -189,3 +205,28 @@ def tree_equal(a, b) -> bool:
     la, ta = jax.tree.flatten(a)
     lb, tb = jax.tree.flatten(b)
     return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+# ---------------------------------------------------------------------------------------
+# Shared end-to-end runs of the experiments.
+# ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def smoke_classifier_dir(tmp_path_factory):
+    """One cache directory for the FD classifier of every smoke run (trained once per setting)."""
+    return str(tmp_path_factory.mktemp("classifier"))
+
+
+def run_main(main, argv):
+    """``(result, stdout)`` of an experiment's ``main(argv)``."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        result = main(argv)
+    return result, buffer.getvalue()
+
+
+def image_smoke_run(main, out, classifier_dir):
+    """An image experiment's smoke run into ``out`` scored with the shared classifier:
+    ``(out, argv, metrics, printed)``."""
+    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={classifier_dir}"]
+    metrics, printed = run_main(main, argv)
+    return out, argv, metrics, printed

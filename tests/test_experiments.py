@@ -1,27 +1,37 @@
-"""End-to-end: the experiments' smoke presets and the config system."""
+"""End-to-end: the experiments' smoke presets and the config system.
+
+Each smoke run happens once (module-scoped fixtures) and serves several tests. toy2d runs
+every method on one toy: the scripts' glue is the same for all four (each toy's density,
+sampler and coverage are tested in test_toy.py / test_metrics.py / test_coverage.py)."""
 import dataclasses
 import json
 import math
-import os
-import sys
 
+import numpy as np
 import pytest
+from conftest import image_smoke_run, run_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from dsm_jax import config, training
+from dsm_jax import toy as toys
+from experiments import fashion_mnist, toy2d
+from experiments import toy2d_dde_study as study
 
-import fashion_mnist  # noqa: E402
-import toy2d  # noqa: E402
-
-from dsm_jax import config  # noqa: E402
+SMOKE_TOY = "eight_gaussians"
 
 
-def test_toy2d_smoke_writes_metrics_and_figures(tmp_path):
-    out = tmp_path / "toy"
-    results = toy2d.main(["--preset", "smoke", "--out", str(out), "--no-progress"])
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    results, _ = run_main(toy2d.main, ["--preset", "smoke", "--out", str(out), "--no-progress",
+                                       "--set", f"toys={SMOKE_TOY}"])
+    return out, results
+
+
+def test_toy2d_smoke_writes_metrics_json_of_every_method(toy_run):
+    out, results = toy_run
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == results
-    expected = {f"{t}/{m}" for t in toy2d.toys.TOY_NAMES for m in toy2d.METHODS}
+    expected = {f"{SMOKE_TOY}/{m}" for m in toy2d.METHODS}
     assert set(saved) == expected
     for name, r in saved.items():
         for field in ("kl", "kl_stderr", "steps", "seconds"):
@@ -29,38 +39,48 @@ def test_toy2d_smoke_writes_metrics_and_figures(tmp_path):
         assert math.isfinite(r["kl"]) and r["kl_stderr"] >= 0 and r["steps"] > 0
         # a KL below minus three standard errors would mean the evaluation is wrong
         assert r["kl"] > -3 * r["kl_stderr"] - 1e-6, name
-    assert saved["eight_gaussians/dde-generator"]["generator_updates"] == 200 // 10
-    for t in toy2d.toys.TOY_NAMES:
-        for m in ("dde-generator", "mdsm"):  # coverage beside every sample KL
-            r = saved[f"{t}/{m}"]
-            assert len(r["mode_weights"]) == toy2d.toys.get_toy(t).n_components
-            assert abs(sum(r["mode_weights"]) - 1) < 1e-6 and 0 <= r["off_support"] <= 1
-            assert r["kl_reverse"] > -3 * r["kl_reverse_stderr"] - 1e-6
-    for t in toy2d.toys.TOY_NAMES:
-        r = saved[f"{t}/dde"]
-        # same points, same grid normaliser: exact-minus-model log-likelihood is the density KL
-        assert abs((r["test_ll_true"] - r["test_ll_grid"]) - r["kl"]) < 1e-3, t
-        assert math.isfinite(r["test_ll_ais"]) and r["test_ll_ais_stderr"] > 0
-        assert 0.0 <= r["mass_outside_bounds"] < 0.5
-    for t in toy2d.toys.TOY_NAMES:
-        assert (out / f"{t}.png").stat().st_size > 1000
-        assert (out / f"{t}_loss.png").stat().st_size > 1000
+    assert saved[f"{SMOKE_TOY}/dde-generator"]["generator_updates"] == 200 // 10
+
+
+def test_toy2d_smoke_reports_coverage_beside_every_sample_kl(toy_run):
+    _, saved = toy_run
+    for m in ("dde-generator", "mdsm"):
+        r = saved[f"{SMOKE_TOY}/{m}"]
+        assert len(r["mode_weights"]) == toys.get_toy(SMOKE_TOY).n_components
+        assert abs(sum(r["mode_weights"]) - 1) < 1e-6 and 0 <= r["off_support"] <= 1
+        assert r["kl_reverse"] > -3 * r["kl_reverse_stderr"] - 1e-6
+
+
+def test_toy2d_smoke_test_log_likelihood_gap_is_the_density_kl(toy_run):
+    _, saved = toy_run
+    r = saved[f"{SMOKE_TOY}/dde"]
+    # same points, same grid normaliser: exact-minus-model log-likelihood is the density KL
+    assert abs((r["test_ll_true"] - r["test_ll_grid"]) - r["kl"]) < 1e-3
+    assert math.isfinite(r["test_ll_ais"]) and r["test_ll_ais_stderr"] > 0
+    assert 0.0 <= r["mass_outside_bounds"] < 0.5
+
+
+def test_toy2d_smoke_writes_figures_and_logs_every_run_and_the_monitor(toy_run):
+    out, saved = toy_run
+    assert (out / f"{SMOKE_TOY}.png").stat().st_size > 1000
+    assert (out / f"{SMOKE_TOY}_loss.png").stat().st_size > 1000
     runs = {json.loads(line)["run"] for line in (out / "metrics.jsonl").read_text().splitlines()}
-    monitors = {f"{t}/dde-generator/monitor" for t in toy2d.toys.TOY_NAMES}
-    assert runs == expected | monitors
+    assert runs == set(saved) | {f"{SMOKE_TOY}/dde-generator/monitor"}
     # the generator's sample KL is watched during training: at steps 100 and 200 (smoke preset)
-    monitor = toy2d.training.read_log(str(out / "metrics.jsonl"), run="rings/dde-generator/monitor")
+    monitor = training.read_log(str(out / "metrics.jsonl"), run=f"{SMOKE_TOY}/dde-generator/monitor")
     assert [r["step"] for r in monitor] == [100, 200] and all(r["sample_kl"] > 0 for r in monitor)
+    config_json = json.loads((out / "config.json").read_text())
+    assert config_json["preset"] == "smoke" and config_json["gen.iters"] == 200  # the --set names
 
 
 def test_lockstep_recipe_lowers_sample_kl_and_off_support_on_eight_gaussians(tmp_path):
     # Measured, not hard-coded: the same seed's generator before training (1 iteration, G never
-    # steps at gen_every = 10) against 1,500 iterations of the recipe, at smoke size.
+    # steps at gen.every = 10) against 1,500 iterations of the recipe, at smoke size.
     def run(iters):
         argv = ["--preset", "smoke", "--out", str(tmp_path / str(iters)), "--no-progress",
-                "--set", "toys=eight_gaussians", "--set", "methods=dde-generator", "--set", f"gen_iters={iters}",
-                "--set", "gen_monitor_every=0"]
-        return toy2d.main(argv)["eight_gaussians/dde-generator"]
+                "--set", "toys=eight_gaussians", "--set", "methods=dde-generator", "--set", f"gen.iters={iters}",
+                "--set", "gen.monitor_every=none"]
+        return run_main(toy2d.main, argv)[0]["eight_gaussians/dde-generator"]
 
     before, after = run(1), run(1500)
     assert before["generator_updates"] == 0 and after["generator_updates"] == 150
@@ -71,35 +91,35 @@ def test_lockstep_recipe_lowers_sample_kl_and_off_support_on_eight_gaussians(tmp
 
 def test_toy2d_paper_preset_is_the_dde_code_recipe():
     paper = dataclasses.replace(toy2d.ToyConfig(), **toy2d.PRESETS["paper"])
-    assert (paper.depth, paper.width, paper.gen_depth, paper.gen_width, paper.weight_init) == (25, 32, 25, 32, "xavier")
-    assert (paper.gen_batch_size, paper.lr, paper.gen_lr, paper.gen_b1, paper.gen_every) == (2048, 1e-3, 1e-3, 0.9, 10)
-    assert (paper.sigma, paper.gen_iters, paper.activation) == (0.2, 5000, "softplus")
+    m, g = paper.model, paper.gen
+    assert (m.depth, m.width, g.depth, g.width, m.weight_init) == (25, 32, 25, 32, "xavier")
+    assert (g.batch_size, paper.train.lr, g.lr, g.b1, g.every) == (2048, 1e-3, 1e-3, 0.9, 10)
+    assert (paper.sigma, g.iters, m.activation) == (0.2, 5000, "softplus")
     assert [toy2d._gen_activation(paper, t) for t in ("eight_gaussians", "two_spirals", "checkerboard")] == \
         ["relu", "relu", "softplus"]
     # lockstep from random weights: no pre-training, no warm-up, no σ annealing
-    assert (paper.gen_p_pretrained, paper.q_warmup_steps, paper.gen_anneal_sigma, paper.gen_q_init) == \
-        (False, 0, False, "scratch")
-    assert not paper.gen_lr_decay  # Adam at a constant rate, no schedule
-    with pytest.raises(ValueError, match="gen_activation_by_toy"):
-        config.apply_overrides(paper, ["gen_activation_by_toy=moon:relu"]).validate()
-    with pytest.raises(ValueError, match="gen_p_pretrained"):
-        config.apply_overrides(paper, ["gen_p_pretrained=true", "methods=dde-generator"]).validate()
+    assert (g.p_pretrained, g.q_warmup_steps, g.anneal_sigma, g.q_init) == (False, 0, False, "scratch")
+    assert not g.lr_decay  # Adam at a constant rate, no schedule
+    with pytest.raises(ValueError, match="gen.activation_by_toy"):
+        config.apply_overrides(paper, ["gen.activation_by_toy=moon:relu"]).validate()
+    with pytest.raises(ValueError, match="gen.p_pretrained"):
+        config.apply_overrides(paper, ["gen.p_pretrained=true", "methods=dde-generator"]).validate()
 
 
-def test_config_overrides_and_errors():
-    cfg = config.apply_overrides(toy2d.ToyConfig(), ["toys=rings,checkerboard", "lr=0.01", "gen_every=3"])
-    assert cfg.toys == ("rings", "checkerboard") and cfg.lr == 0.01 and cfg.gen_every == 3
-    assert dataclasses.replace(cfg, lr=1.0).lr == 1.0
+def test_config_overrides_and_errors(tmp_path):
+    cfg = config.apply_overrides(toy2d.ToyConfig(), ["toys=rings,checkerboard", "train.lr=0.01", "gen.every=3"])
+    assert cfg.toys == ("rings", "checkerboard") and cfg.train.lr == 0.01 and cfg.gen.every == 3
+    assert config.replace(cfg, {"train.lr": 1.0}).train.lr == 1.0
     with pytest.raises(ValueError, match="field=value"):
         config.apply_overrides(cfg, ["not_a_field=1"])
     with pytest.raises(ValueError, match="methods"):
-        toy2d.main(["--preset", "smoke", "--set", "methods=nope", "--out", "/tmp/unused"])
+        toy2d.main(["--preset", "smoke", "--set", "methods=nope", "--out", str(tmp_path / "unused")])
 
 
 def test_data_dir_flag_and_missing_data_error(tmp_path):
     cfg, _ = config.parse_args(fashion_mnist.FashionConfig(), fashion_mnist.PRESETS, "",
-                               ["--data_dir", "/some/where", "--set", "steps=3"], flags=("data_dir",))
-    assert cfg.data_dir == "/some/where" and cfg.steps == 3
+                               ["--data_dir", "/some/where", "--set", "train.steps=3"], flags=("data.data_dir",))
+    assert cfg.data.data_dir == "/some/where" and cfg.train.steps == 3
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         fashion_mnist.main(["--preset", "smoke", "--out", str(tmp_path / "o"), "--data_dir", str(tmp_path / "none"),
                             "--cache_dir", str(tmp_path / "cache")])
@@ -114,39 +134,48 @@ def test_presets_only_name_real_fields(module, base):
 
 FASHION_KEYS = ("fd", "fd_floor", "fd_gaussian_baseline", "classifier_accuracy", "inception_score",
                 "inpainting_psnr", "train_steps", "train_seconds", "sample_seconds")
+FASHION_SMOKE = dataclasses.replace(fashion_mnist.FashionConfig(), **fashion_mnist.PRESETS["smoke"])
 
 
-def test_fashion_mnist_smoke_writes_metrics_images_and_resumes(tmp_path):
-    out = tmp_path / "fm"
-    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"classifier_dir={tmp_path / 'clf'}"]
-    metrics = fashion_mnist.main(argv)
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory, smoke_classifier_dir):
+    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir)[:3]
+
+
+def test_fashion_mnist_smoke_writes_metrics(fashion_run):
+    out, _, metrics = fashion_run
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     for key in FASHION_KEYS:
         assert key in saved, key
-    assert saved["train_steps"] == fashion_mnist.PRESETS["smoke"]["steps"]
+    assert saved["train_steps"] == FASHION_SMOKE.train.steps
     for kind in ("lower_half", "centre_square", "random_half"):
         assert set(saved["inpainting_psnr"][kind]) == {"mdsm", "mean_image", "nearest_train"}
         assert all(math.isfinite(v) for v in saved["inpainting_psnr"][kind].values())
     assert all(math.isfinite(saved[k]) and saved[k] >= 0 for k in ("fd", "fd_floor", "fd_gaussian_baseline"))
-    for png in ("samples.png", "inpainting.png", "loss.png", "train_grid_000020.png"):
-        assert (out / png).stat().st_size > 1000, png
-    import numpy as np
-    assert np.load(out / "samples.npz")["samples"].shape == (fashion_mnist.PRESETS["smoke"]["n_samples"], 32, 32, 1)
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == saved["train_steps"]
+
+
+def test_fashion_mnist_smoke_writes_images_and_samples(fashion_run):
+    out, _, _ = fashion_run
+    for png in ("samples.png", "inpainting.png", "loss.png", "train_grid_000020.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert np.load(out / "samples.npz")["samples"].shape == (FASHION_SMOKE.sampler.n_samples, 32, 32, 1)
+
+
+def test_fashion_mnist_smoke_resumes_its_finished_checkpoint(fashion_run):
     # Training again into the same directory finds the finished checkpoint: no step runs.
+    out, argv, _ = fashion_run
     cfg, _ = config.parse_args(fashion_mnist.FashionConfig(), fashion_mnist.PRESETS, "", argv)
-    x_train, _ = fashion_mnist.data.load_arrays("fashion_mnist", "train", limit=cfg.train_limit)
+    x_train, _ = fashion_mnist.data.load_arrays("fashion_mnist", "train", limit=cfg.data.train_limit)
     _, history, _ = fashion_mnist.train(cfg, x_train, str(out), progress=False)
     assert history == []
 
 
 def test_dde_study_rows_are_valid_configs_and_tabulate():
-    import toy2d_dde_study as study
-
     for name, deviation in study.DEVIATIONS.items():
-        methods = "dde,dde-generator" if "gen_p_pretrained=true" in deviation else "dde-generator"
+        methods = study.row_methods(deviation)
         cfg = config.apply_overrides(toy2d.ToyConfig(), ["toys=eight_gaussians", f"methods={methods}", *deviation])
         cfg.validate()
         # every row but the first changes the recipe

@@ -1,23 +1,19 @@
-"""experiments/fashion_mnist_compare.py on two tiny runs written here (smoke-sized, untrained
+"""experiments.fashion_mnist_compare on two tiny runs written here (smoke-sized, untrained
 checkpoints): restoring both runs, the interleaved timing, and the comparability check."""
 import dataclasses
 import json
 import os
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-
-import fashion_mnist as fm  # noqa: E402
-import fashion_mnist_compare as cmp  # noqa: E402
-import fashion_mnist_dde as fmd  # noqa: E402
-
-import dsm_jax as dj  # noqa: E402
-from dsm_jax import config  # noqa: E402
+import dsm_jax as dj
+from dsm_jax import config
+from experiments import common
+from experiments import fashion_mnist as fm
+from experiments import fashion_mnist_compare as cmp
+from experiments import fashion_mnist_dde as fmd
 
 QUALITY = {"n": 64, "classifier_accuracy": 0.5, "fd_floor": 3.0, "fd_gaussian_baseline": 90.0,
            "fd_gaussian_baseline_std": 4.0, "inception_score_test": 7.0}
@@ -38,7 +34,7 @@ def _write_run(path, cfg, state, metrics):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     m_cfg = dataclasses.replace(fm.FashionConfig(), **fm.PRESETS["smoke"])
-    module = fm.energy_module(m_cfg, m_cfg.train_conv)
+    module = fm.energy_module(m_cfg, m_cfg.model.train_conv)
     state = dj.init_train_state(dj.init_params(module, jax.random.key(0), (32, 32, 1)), fm.optimizer(m_cfg),
                                 jax.random.key(1),
                                 ema=True)
@@ -57,7 +53,7 @@ def test_load_run_restores_the_sampling_params(runs):
     root, state = runs
     cfg, energy_fn, params, step = fm.load_run(str(root / "mdsm"))
     assert step == int(state.step)  # the saved state's own step counter
-    assert cfg.width == fm.PRESETS["smoke"]["width"]
+    assert cfg.model.width == fm.PRESETS["smoke"]["model"].width
     assert jax.tree.all(jax.tree.map(lambda a, b: bool(np.array_equal(a, b)), params, state.ema))  # the EMA
     e = energy_fn(params, np.zeros((2, 32, 32, 1), np.float32))
     assert e.shape == (2,) and np.all(np.isfinite(e))
@@ -97,7 +93,16 @@ def test_runs_scored_with_different_classifiers_are_refused(runs, tmp_path):
         cmp.quality(cfg)
 
 
-def test_time_interleaved_reports_compile_and_median():
+def test_time_calls_reports_compile_and_median():
     calls = {"a": lambda: np.zeros(3), "b": lambda: np.ones(2)}
-    timings = cmp.time_interleaved(calls, repeats=3)
+    timings = common.time_calls(calls, repeats=3)
     assert set(timings) == {"a", "b"} and all(c >= 0 and m >= 0 for c, m in timings.values())
+    # the first call (or its warm-up twin) is reported apart from the timed rounds
+    counts = {"a": 0}
+
+    def count():
+        counts["a"] += 1
+        return np.zeros(1)
+
+    common.time_calls({"a": count}, repeats=2, warmup={"a": lambda: np.zeros(1)})
+    assert counts["a"] == 2

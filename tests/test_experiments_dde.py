@@ -1,78 +1,90 @@
-"""End-to-end: experiments/fashion_mnist_dde.py (smoke preset), resume, and its config."""
+"""End-to-end: experiments.fashion_mnist_dde (smoke preset, one run shared by the tests below),
+resume, and its config."""
 import dataclasses
 import json
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
+from conftest import image_smoke_run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-
-import fashion_mnist_dde as fmd  # noqa: E402
-
-from dsm_jax import config  # noqa: E402
+from dsm_jax import config
+from experiments import fashion_mnist_dde as fmd
 
 KEYS = ("fd", "fd_floor", "fd_gaussian_baseline", "inception_score", "train_seconds", "sample_seconds_per_1k",
         "classifier_accuracy", "train_steps", "generator_updates", "dde_density", *fmd.CLASS_FIELDS)
 DENSITY_KEYS = ("fd", "fd_floor", "inception_score", "sample_seconds_per_1k", "sampler_steps", *fmd.CLASS_FIELDS)
 
 
-def test_smoke_writes_metrics_images_and_resumes(tmp_path, capsys):
-    out = tmp_path / "dde"
-    argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"classifier_dir={tmp_path / 'clf'}"]
-    metrics = fmd.main(argv)
+SMOKE = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"])
+
+
+@pytest.fixture(scope="module")
+def dde_run(tmp_path_factory, smoke_classifier_dir):
+    return image_smoke_run(fmd.main, tmp_path_factory.mktemp("dde"), smoke_classifier_dir)
+
+
+def test_smoke_writes_metrics(dde_run):
+    out, _, metrics, printed = dde_run
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == metrics
     for key in KEYS:
         assert key in saved, key
     for key in DENSITY_KEYS:
         assert key in saved["dde_density"], key
-    smoke = fmd.PRESETS["smoke"]
-    assert saved["train_steps"] == smoke["steps"]
-    assert saved["generator_updates"] == smoke["steps"] // smoke["gen_every"]
+    assert saved["train_steps"] == SMOKE.train.steps
+    assert saved["generator_updates"] == SMOKE.train.steps // SMOKE.gen.every
     for value in (saved["fd"], saved["fd_floor"], saved["fd_gaussian_baseline"], saved["dde_density"]["fd"]):
         assert math.isfinite(value) and value >= 0
     assert 0 < saved["sample_seconds_per_1k"] and 0 < saved["dde_density"]["sample_seconds_per_1k"]
     for r in (saved, saved["dde_density"]):  # class coverage of the n scored samples
         assert len(r["class_histogram"]) == 10 and abs(sum(r["class_histogram"]) - 1) < 1e-9
         assert 0 <= r["classes_under"] <= 10 and r["class_kl"] >= 0
+    assert "| DDE generator (one forward pass) |" in printed and "Langevin steps + Tweedie" in printed
+
+
+def test_smoke_writes_images_and_samples(dde_run):
+    out = dde_run[0]
     for png in ("samples.png", "density_samples.png", "loss.png", "train_grid_000020.png", "train_grid_000040.png"):
         assert (out / png).stat().st_size > 1000, png
     samples = np.load(out / "samples.npz")
-    assert samples["generator"].shape == (smoke["n_samples"], 32, 32, 1)
-    assert samples["density"].shape == (smoke["density_n_samples"], 32, 32, 1)
+    assert samples["generator"].shape == (SMOKE.n_samples, 32, 32, 1)
+    assert samples["density"].shape == (SMOKE.density.n_samples, 32, 32, 1)
     assert samples["generator"].min() > 0 and samples["generator"].max() < 1  # sigmoid output
+
+
+def test_smoke_logs_the_losses_by_name_and_the_generator_monitor(dde_run):
+    out = dde_run[0]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in lines if r["run"] == "dde"]
-    assert records[-1]["step"] == smoke["steps"]
-    # the generator is watched during training: FD and class coverage every monitor_every steps
+    assert records[-1]["step"] == SMOKE.train.steps
+    # the generator is watched during training: FD and class coverage every monitor.every steps
     monitor = [r for r in lines if r["run"] == "generator_monitor"]
     assert [r["step"] for r in monitor] == [20, 40]
     assert all(r["fd"] > 0 and 0 <= r["classes_under"] <= 10 and r["train_seconds"] > 0 for r in monitor)
     assert {"p_loss", "q_loss", "gen_loss", "gen_stepped"} <= set(records[-1])
     assert "loss" not in records[-1]  # the DDE losses go by their names, nothing is aliased
-    table = capsys.readouterr().out
-    assert "| DDE generator (one forward pass) |" in table and "Langevin steps + Tweedie" in table
+
+
+def test_smoke_resumes_its_finished_checkpoint(dde_run):
     # Training again into the same directory restores the finished checkpoint: no step runs,
     # no E_q warm-up, and the restored generator is the trained one.
+    out, argv, saved, _ = dde_run
     cfg, _ = config.parse_args(fmd.DDEFashionConfig(), fmd.PRESETS, "", argv)
-    x_train, _ = fmd.data.load_arrays("fashion_mnist", "train", limit=smoke["train_limit"])
+    x_train, _ = fmd.data.load_arrays("fashion_mnist", "train", limit=SMOKE.data.train_limit)
     state, history, _ = fmd.train(cfg, x_train, str(out), progress=False)
     assert history == []
-    assert int(state.step) == smoke["steps"] and int(state.gen_updates) == saved["generator_updates"]
+    assert int(state.step) == SMOKE.train.steps and int(state.gen_updates) == saved["generator_updates"]
 
 
 @pytest.mark.slow
 def test_conv_arch_trains_a_few_steps(tmp_path):
     # arch=conv: ResNetEnergy for E_p/E_q and the DCGAN-like ConvGenerator, same loop.
     cfg = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"])
-    cfg = config.apply_overrides(cfg, ["arch=conv", "conv_width=4", "conv_stages=1", "gen_conv_width=4",
-                                       "steps=4", "gen_every=2", "p_warmup_steps=2", "q_warmup_steps=2",
-                                       "steps_per_call=2",
-                                       "batch_size=4", "grid_every=0"])
+    cfg = config.apply_overrides(cfg, ["model.arch=conv", "model.conv_width=4", "model.conv_stages=1",
+                                       "gen.conv_width=4", "train.steps=4", "gen.every=2", "train.p_warmup_steps=2",
+                                       "train.q_warmup_steps=2", "train.steps_per_call=2", "train.batch_size=4",
+                                       "train.grid_every=none"])
     x_train = np.random.default_rng(0).uniform(size=(32, 32, 32, 1)).astype(np.float32)
     state, history, _ = fmd.train(cfg, x_train, str(tmp_path), progress=False)
     assert int(state.step) == 4 and int(state.gen_updates) == 2
@@ -84,28 +96,31 @@ def test_presets_name_real_fields_and_bad_arch():
     for name, overrides in fmd.PRESETS.items():
         assert set(overrides) <= fields, name
     paper = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["paper"])
-    assert (paper.depth, paper.growth, paper.gen_growth, paper.latent_dim) == (16, 256, 64, 16)
-    assert (paper.batch_size, paper.lr, paper.gen_lr, paper.sigma, paper.gen_every) == (100, 1e-3, 1e-3, 0.5, 10)
+    m, g, t = paper.model, paper.gen, paper.train
+    assert (m.depth, m.growth, g.growth, g.latent_dim) == (16, 256, 64, 16)
+    assert (t.batch_size, t.lr, g.lr, t.sigma, g.every) == (100, 1e-3, 1e-3, 0.5, 10)
     # The paper's networks exactly: no Gaussian term, default initialisation, no E_p warm-up.
-    assert (paper.quadratic, paper.gen_init_scale, paper.p_warmup_steps) == (False, 1.0, 0)
+    assert (m.quadratic, g.init_scale, t.p_warmup_steps) == (False, 1.0, 0)
     # ... and the DDE code's lockstep loop: no warm-up of either energy, constant σ.
-    assert (paper.q_warmup_steps, paper.sigma_start) == (0, paper.sigma)
-    with pytest.raises(ValueError, match="`arch`"):
+    assert (t.q_warmup_steps, t.sigma_start) == (0, t.sigma)
+    with pytest.raises(ValueError, match="`model.arch`"):
+        fmd.main(["--preset", "smoke", "--set", "model.arch=nope", "--out", "/tmp/unused"])
+    with pytest.raises(ValueError, match="`arch`"), pytest.warns(FutureWarning):  # the old name: errors speak it
         fmd.main(["--preset", "smoke", "--set", "arch=nope", "--out", "/tmp/unused"])
 
 
 def test_density_schedule_and_sigma_annealing():
-    cfg = dataclasses.replace(fmd.DDEFashionConfig(), density_n_constant=3, density_n_exponential=4,
-                              density_n_final=5, density_t_high=10.0)
+    cfg = config.replace(fmd.DDEFashionConfig(), {"density.n_constant": 3, "density.n_exponential": 4,
+                                                  "density.n_final": 5, "density.t_high": 10.0})
     temps = np.asarray(fmd.density_temperatures(cfg))
     assert temps.shape == (12,)
     np.testing.assert_allclose(temps[:3], 10.0)
     np.testing.assert_allclose(temps[6:], 1.0, rtol=1e-6)
     assert np.all(np.diff(temps[2:7]) < 0)
     assert fmd.sigma_of(cfg) == 0.5  # no annealing by default (the paper's constant σ)
-    schedule = fmd.sigma_of(dataclasses.replace(cfg, sigma_start=1.0, steps=100, anneal_frac=0.5))
+    schedule = fmd.sigma_of(config.replace(cfg, {"train.sigma_start": 1.0, "train.steps": 100, "train.anneal_frac": 0.5}))
     np.testing.assert_allclose([float(schedule(0)), float(schedule(50)), float(schedule(100))], [1.0, 0.5, 0.5],
                                rtol=1e-6)
     with pytest.raises(ValueError, match="no steps"):
-        fmd.make_density_sampler(dataclasses.replace(cfg, density_n_constant=0, density_n_exponential=0,
-                                                     density_n_final=0), lambda p, x: x.sum((1, 2, 3)))
+        fmd.make_density_sampler(config.replace(cfg, {"density.n_constant": 0, "density.n_exponential": 0,
+                                                      "density.n_final": 0}), lambda p, x: x.sum((1, 2, 3)))

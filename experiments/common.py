@@ -1,0 +1,206 @@
+"""What every experiment's ``main`` shares: the run directory and its ``config.json``, JSON
+and JSONL records, a monitor that fit calls every N steps (its time kept apart from the
+training time), one timing harness, markdown tables, and Fashion-MNIST loading and
+classifier scoring. Library logic stays in ``dsm_jax``; this is host-side scaffolding."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import numpy as np
+
+from dsm_jax import config as cfgs
+from dsm_jax import data, image_metrics, parallel
+from dsm_jax.config import field
+
+IMAGE_SHAPE = (32, 32, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Run directory, config and records
+# ---------------------------------------------------------------------------------------
+def start(base, presets: dict, doc: str, argv=None, *, script: str, flags=(), distributed: bool = True):
+    """Parse ``--preset``/``--set`` (validated), make the run directory (default
+    ``runs/<script>-<preset>``) and write its ``config.json``; returns ``(cfg, args, out)``.
+    ``distributed``: initialise multi-host JAX first (multi-host launches only; before any
+    JAX computation)."""
+    if distributed:
+        parallel.maybe_initialize_distributed()
+    cfg, args = cfgs.parse_args(base, presets, doc.splitlines()[0], argv, flags=flags)
+    out = args.out or os.path.join("runs", f"{script}-{args.preset}")
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "config.json"), {"preset": args.preset, **cfgs.to_dict(cfg)})
+    return cfg, args, out
+
+
+def experiment_of(config_json: dict) -> str:
+    """Which image experiment wrote a run's ``config.json``: ``"mdsm"`` (fashion_mnist) or
+    ``"dde"`` (fashion_mnist_dde); reads the nested names and the flat ones of earlier runs."""
+    keys = set(config_json)
+    if {"train.sigma_min", "train.sigma0"} <= keys or {"sigma_min", "sigma0"} <= keys:
+        return "mdsm"
+    if {"gen.every", "train.sigma"} <= keys or {"gen_every", "sigma"} <= keys:
+        return "dde"
+    raise ValueError("Cannot tell which experiment wrote this run's config.json (expected the fields of "
+                     "experiments.fashion_mnist or experiments.fashion_mnist_dde); pass the run directory of one.")
+
+
+def write_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_record(path: str | None, record: dict) -> None:
+    """One JSON line appended to ``path`` (a ``metrics.jsonl``); nothing when ``path`` is None."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+class Monitor:
+    """A ``fit`` callback that calls ``measure(state, step, train_seconds) -> record | None``
+    every ``every`` steps (``None``: never) and at ``last_step``, appends the record to
+    ``log_path`` and keeps the seconds it spends apart: ``train_seconds`` (and
+    :meth:`train_seconds`) is the wall-clock since ``start`` minus the monitor's time.
+
+    fit calls back once per dispatched chunk of ``steps_per_call`` steps, so "every N steps"
+    means the first chunk that reaches a multiple of N."""
+
+    def __init__(self, measure: Callable, every: int | None, steps_per_call: int, last_step: int,
+                 log_path: str | None, start: float | None = None):
+        self.measure, self.every, self.steps_per_call, self.last_step = measure, every, steps_per_call, last_step
+        self.log_path = log_path
+        self.start = time.perf_counter() if start is None else start
+        self.seconds = 0.0
+
+    def due(self, step: int) -> bool:
+        return bool(self.every) and (step % self.every < self.steps_per_call or step == self.last_step)
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.start - self.seconds
+
+    def __call__(self, state, record) -> None:
+        if not self.due(record["step"]):
+            return
+        t0 = time.perf_counter()
+        entry = self.measure(state, record["step"], t0 - self.start - self.seconds)
+        if entry is not None:
+            append_record(self.log_path, entry)
+        self.seconds += time.perf_counter() - t0
+
+
+def chain_callbacks(*callbacks):
+    """One fit callback calling each of ``callbacks`` (None entries skipped) in order."""
+    callbacks = [c for c in callbacks if c is not None]
+    return lambda state, record: [c(state, record) for c in callbacks] and None
+
+
+# ---------------------------------------------------------------------------------------
+# Timing: the one harness
+# ---------------------------------------------------------------------------------------
+def time_calls(calls: dict[str, Callable], repeats: int, warmup: dict[str, Callable] | None = None) -> dict:
+    """``{name: (first_call_seconds, median_seconds)}`` of zero-argument ``calls`` (each
+    returns arrays, waited for with ``block_until_ready``). The first call of each (or of
+    its ``warmup`` twin, e.g. one chunk of a long run) compiles and is reported apart; then
+    ``repeats`` rounds run round-robin, so slow drifts in machine load hit all of them alike."""
+    warmup = warmup or calls
+    first = {name: _seconds(warmup.get(name, call)) for name, call in calls.items()}
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name].append(_seconds(call))
+    return {name: (first[name], float(np.median(times[name]))) for name in calls}
+
+
+def _seconds(call: Callable) -> float:
+    t0 = time.perf_counter()
+    jax.block_until_ready(call())
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------
+# Tables and checks of results
+# ---------------------------------------------------------------------------------------
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table: ``header`` cells, then one line per row of already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def refuse_nonfinite(samples, what: str, fix: str) -> None:
+    """Never write or score NaN images: raise naming how many samples are non-finite."""
+    finite = np.isfinite(np.asarray(samples)).reshape(len(samples), -1).all(axis=1)
+    if not finite.all():
+        raise FloatingPointError(f"{int((~finite).sum())} of {len(samples)} {what} are non-finite (first at "
+                                 f"index {int(np.argmin(finite))}); nothing was written. {fix}")
+
+
+def n_params(tree) -> int:
+    return int(sum(np.size(leaf) for leaf in jax.tree.leaves(tree)))
+
+
+# ---------------------------------------------------------------------------------------
+# Fashion-MNIST: data and classifier scoring (shared by the image experiments)
+# ---------------------------------------------------------------------------------------
+OFF = dict(resume=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageData:
+    """Where the images and the FD classifier come from, and how samples are scored."""
+    data_dir: str | None = field(None, legacy_none="", **OFF)   # IDX files (None: Debian's /usr/share/datasets/fashion-mnist)
+    cache_dir: str | None = field(None, legacy_none="", **OFF)  # prepared TFDS data (None: $DSM_JAX_TFDS_DIR or ~/.cache/dsm_jax)
+    classifier_dir: str = field("runs/classifier", **OFF)       # the FD classifier's checkpoints, shared by runs
+    train_limit: int | None = field(None, legacy_none=0)        # only the first N training images (None: all 60,000)
+    test_limit: int | None = field(None, legacy_none=0, **OFF)  # only the first N test images (None: all; smoke only)
+    classifier_steps: int = field(3000, **OFF)
+    fd_n: int = field(1000, **OFF)
+
+
+def load_fashion(d: ImageData):
+    """``(x_train, y_train, x_test, y_test)``, checked to be (n, 32, 32, 1) images in [0, 1]."""
+    where = dict(data_dir=d.data_dir, cache_dir=d.cache_dir)
+    x_train, y_train = data.load_arrays("fashion_mnist", "train", limit=d.train_limit, **where)
+    x_test, y_test = data.load_arrays("fashion_mnist", "test", limit=d.test_limit, **where)
+    data.check_images("x_train", x_train, IMAGE_SHAPE)
+    data.check_images("x_test", x_test, IMAGE_SHAPE)
+    return x_train, y_train, x_test, y_test
+
+
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """The data set and its classifier, loaded once by :func:`images`; :meth:`score` gives a
+    sample set's FD report (floor, Gaussian baseline, IS analogue, class coverage)."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    clf_params: dict
+    clf_info: dict
+    fd_n: int
+
+    def score(self, samples, key) -> dict:
+        # Scored as displayed: clipped to the data range [0, 1] (the chains themselves never clip).
+        return image_metrics.fd_report(self.clf_params, samples, self.x_train, self.x_test,
+                                       n=min(self.fd_n, len(samples)), key=key, clip_samples=True,
+                                       test_labels=self.y_test)
+
+
+def images(d: ImageData, seed: int, progress: bool) -> Images:
+    """Fashion-MNIST and the metric's classifier, trained once and cached under
+    ``classifier_dir`` (shared by every image experiment)."""
+    x_train, y_train, x_test, y_test = load_fashion(d)
+    clf_params, clf_info = image_metrics.cached_classifier(
+        x_train, y_train, x_test, y_test, root=d.classifier_dir, steps=d.classifier_steps, seed=seed,
+        progress=progress)
+    return Images(x_train, y_train, x_test, y_test, clf_params, clf_info, d.fd_n)
