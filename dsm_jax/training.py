@@ -7,6 +7,8 @@
   :mod:`dsm_jax.checkpoint`
 * the JSONL run log (``read_log``, ``append_record``): :mod:`dsm_jax.runlog`
 """
+import warnings
+
 from dsm_jax.checkpoint import (  # noqa: F401
     Checkpoints,
     IncompatibleCheckpointError,
@@ -27,3 +29,6 @@ from dsm_jax.train_step import (  # noqa: F401
     update_ema,
     with_data,
 )
+
+warnings.warn("dsm_jax.training is deprecated: import from dsm_jax (or dsm_jax.train_step / loop / checkpoint / "
+              "runlog).", DeprecationWarning, stacklevel=2)

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from dsm_jax import config as cfgs
-from dsm_jax import data, image_metrics, parallel
+from dsm_jax import data, image_metrics, parallel, runlog
 from dsm_jax.config import field
 
 IMAGE_SHAPE = (32, 32, 1)
@@ -59,49 +59,26 @@ def read_json(path: str):
         return json.load(f)
 
 
-def append_record(path: str | None, record: dict) -> None:
-    """One JSON line appended to ``path`` (a ``metrics.jsonl``); nothing when ``path`` is None."""
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 class Monitor:
-    """A ``fit`` callback that calls ``measure(state, step, train_seconds) -> record | None``
-    every ``every`` steps (``None``: never) and at ``last_step``, appends the record to
-    ``log_path`` and keeps the seconds it spends apart: ``train_seconds`` (and
-    :meth:`train_seconds`) is the wall-clock since ``start`` minus the monitor's time.
+    """A ``fit`` callback (wrap it in ``dj.Every(n, monitor, at_end=True)`` to choose when)
+    that calls ``measure(state, step, train_seconds) -> record | None``, appends the record
+    to ``log_path`` and keeps the seconds it spends apart: :meth:`train_seconds` is the
+    wall-clock since ``start`` minus the monitor's own time."""
 
-    fit calls back once per dispatched chunk of ``steps_per_call`` steps, so "every N steps"
-    means the first chunk that reaches a multiple of N."""
-
-    def __init__(self, measure: Callable, every: int | None, steps_per_call: int, last_step: int,
-                 log_path: str | None, start: float | None = None):
-        self.measure, self.every, self.steps_per_call, self.last_step = measure, every, steps_per_call, last_step
-        self.log_path = log_path
+    def __init__(self, measure: Callable, log_path: str | None, start: float | None = None):
+        self.measure, self.log_path = measure, log_path
         self.start = time.perf_counter() if start is None else start
         self.seconds = 0.0
-
-    def due(self, step: int) -> bool:
-        return bool(self.every) and (step % self.every < self.steps_per_call or step == self.last_step)
 
     def train_seconds(self) -> float:
         return time.perf_counter() - self.start - self.seconds
 
     def __call__(self, state, record) -> None:
-        if not self.due(record["step"]):
-            return
         t0 = time.perf_counter()
         entry = self.measure(state, record["step"], t0 - self.start - self.seconds)
-        if entry is not None:
-            append_record(self.log_path, entry)
+        if entry is not None and self.log_path:
+            runlog.append_record(self.log_path, entry)
         self.seconds += time.perf_counter() - t0
-
-
-def chain_callbacks(*callbacks):
-    """One fit callback calling each of ``callbacks`` (None entries skipped) in order."""
-    callbacks = [c for c in callbacks if c is not None]
-    return lambda state, record: [c(state, record) for c in callbacks] and None
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import numpy as np
 
 import dsm_jax as dj
 from dsm_jax import config as cfgs
-from dsm_jax import data, inpainting, parallel, plotting, training
+from dsm_jax import data, inpainting, parallel, plotting, runlog
 from experiments import common
 from experiments.configs.fashion_mnist import PRESETS, FashionConfig
 
@@ -49,7 +49,7 @@ def make_sampler(cfg, energy_fn, mesh=None):
     """The jitted annealed chain (returns ``(x, StepInfo)``) and its number of steps; with
     ``mesh="auto"`` its chains are split over all devices (:func:`parallel.shard_chains`)."""
     temps = temperatures(cfg)
-    chain = dj.annealed_langevin(energy_fn, cfg.sampler.step_size, temps, cfg.train.sigma0, return_info=True)
+    chain = dj.annealed_langevin_with_info(energy_fn, cfg.sampler.step_size, temperatures=temps, sigma0=cfg.train.sigma0)
     options = dj.compiler_options(cfg.train.ynn_fusions)
     return parallel.shard_chains(chain, mesh, compiler_options=options), int(temps.shape[0])
 
@@ -78,19 +78,20 @@ def train(cfg, x_train, out, progress):
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     state = _init_state(cfg, module, k_init, k_train)
     loss_fn = dj.mdsm_loss(dj.energy_fn_of(module), t.sigma_min, t.sigma_max, t.sigma0)
-    step = dj.make_train_step(loss_fn, optimizer(cfg), ema_decay=t.ema_decay, skip_nonfinite=t.skip_nonfinite)
+    mesh = parallel.resolve_mesh("auto")  # data-parallel over all devices (None on one device)
+    step = dj.make_train_step(loss_fn, optimizer(cfg), ema_decay=t.ema_decay, skip_nonfinite=t.skip_nonfinite,
+                              mesh=mesh)
     batches = data.BatchIterator(x_train, t.batch_size, seed=cfg.seed, prefetch=2)
     grid_sampler, _ = make_sampler(cfg, dj.energy_fn_of(energy_module(cfg, cfg.model.sample_conv)))
 
     def save_grid(state, record):
         # The current params, not the EMA: early in training the EMA still carries the init.
-        if t.grid_every and record["step"] % t.grid_every < t.steps_per_call:
-            x = grid_sampler(state.params, jax.random.key(1), init_fn(cfg)(jax.random.key(2), t.grid_samples))[0]
-            try:
-                plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), np.asarray(x),
-                                    n_cols=min(8, t.grid_samples), title=f"step {record['step']}")
-            except FloatingPointError as err:  # a diagnostic grid: report, keep training
-                warnings.warn(f"{err} Lower `sampler.step_size` or `sampler.t_high` for sampling.", RuntimeWarning)
+        x = grid_sampler(state.params, jax.random.key(1), init_fn(cfg)(jax.random.key(2), t.grid_samples))[0]
+        try:
+            plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), np.asarray(x),
+                                n_cols=min(8, t.grid_samples), title=f"step {record['step']}")
+        except FloatingPointError as err:  # a diagnostic grid: report, keep training
+            warnings.warn(f"{err} Lower `sampler.step_size` or `sampler.t_high` for sampling.", RuntimeWarning)
 
     t0 = time.perf_counter()
     try:
@@ -98,7 +99,7 @@ def train(cfg, x_train, out, progress):
             step, state, t.steps, steps_per_call=t.steps_per_call, batches=batches, desc="mdsm train",
             progress=progress, log_path=os.path.join(out, "metrics.jsonl"),
             checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=t.checkpoint_every,
-            keep_checkpoints=t.keep_checkpoints, callback=save_grid,
+            keep_checkpoints=t.keep_checkpoints, callback=dj.Every(t.grid_every or 0, save_grid), mesh=mesh,
             fingerprint=cfgs.fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
         )
     finally:
@@ -128,7 +129,7 @@ def load_run(run_dir: str, conv_impl: str | None = None):
 def inpaint(cfg, energy_fn, params, x_test, x_train, key):
     """Inpaint ``inpaint.n`` test images under every mask; PSNR on the missing pixels beside
     the mean-image and nearest-visible-training-image baselines."""
-    fill = jax.jit(dj.inpainter(energy_fn, cfg.sampler.step_size, temperatures(cfg), cfg.train.sigma0),
+    fill = jax.jit(dj.inpainter(energy_fn, cfg.sampler.step_size, temperatures=temperatures(cfg), sigma0=cfg.train.sigma0),
                    compiler_options=dj.compiler_options(cfg.train.ynn_fusions))
     truth = x_test[: cfg.inpaint.n]
     results, rows = {}, []
@@ -136,7 +137,7 @@ def inpaint(cfg, energy_fn, params, x_test, x_train, key):
         k_mask, k_init, k_run = jax.random.split(jax.random.fold_in(key, i), 3)
         observed = inpainting.observed_mask(kind, truth.shape, k_mask)
         start = np.where(observed > 0, truth, np.asarray(init_fn(cfg)(k_init, len(truth))))
-        ours = np.asarray(fill(params, k_run, jnp.asarray(start), jnp.asarray(observed)))
+        ours = np.asarray(fill(params, k_run, jnp.asarray(start), free_mask=1.0 - jnp.asarray(observed)))
         mean_fill = inpainting.mean_image_fill(truth, observed, x_train)
         nearest = inpainting.nearest_visible_fill(truth, observed, x_train)
         results[kind] = {
@@ -153,7 +154,8 @@ def main(argv=None):
                                   flags=("data.data_dir", "data.cache_dir"))
     s = cfg.sampler
     # Training (fit) and the sampling chunks run data-parallel over all devices: batches must split evenly.
-    parallel.check_batches({"batch_size": cfg.train.batch_size, "sample_chunk": min(s.sample_chunk, s.n_samples)})
+    parallel.check_batches({"train.batch_size": cfg.train.batch_size,
+                            "sampler.sample_chunk": min(s.sample_chunk, s.n_samples)})
     progress = not args.no_progress
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
 
@@ -163,7 +165,7 @@ def main(argv=None):
     sampler, n_sampler_steps = make_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
     t0 = time.perf_counter()
     samples, sample_info = dj.sample_in_chunks(sampler, params, k_sample, init_fn(cfg), s.n_samples,
-                                               s.sample_chunk, progress=progress, desc="annealed Langevin")
+                                               s.sample_chunk, with_info=True, progress=progress, desc="annealed Langevin")
     sample_s = time.perf_counter() - t0
     if sample_info["n_nonfinite"]:
         raise FloatingPointError(
@@ -177,7 +179,7 @@ def main(argv=None):
     plotting.image_grid(os.path.join(out, "inpainting.png"), inpaint_rows, n_cols=8,
                         title="per mask: truth / observed / MDSM / nearest training image")
     # The curve from the log, not this call's history: a resumed run only ran its tail.
-    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": training.read_log(os.path.join(out, "metrics.jsonl"))},
+    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": runlog.read_log(os.path.join(out, "metrics.jsonl"))},
                          "fashion_mnist")
     metrics = {
         **fd, "classifier_accuracy": images.clf_info["test_accuracy"], "inpainting_psnr": psnr,

@@ -40,7 +40,7 @@ import numpy as np
 
 import dsm_jax as dj
 from dsm_jax import config as cfgs
-from dsm_jax import coverage, data, image_metrics, parallel, plotting, training
+from dsm_jax import checkpoint, coverage, data, image_metrics, parallel, plotting, runlog
 from experiments import common
 from experiments.common import n_params, refuse_nonfinite
 from experiments.configs.fashion_mnist_dde import ARCHS, PRESETS, DDEFashionConfig
@@ -94,39 +94,40 @@ def train(cfg, x_train, out, progress, monitor=None):
     ckpt_dir = os.path.join(out, "checkpoints")
     t0 = time.perf_counter()
     batches = data.BatchIterator(x_train, t.batch_size, seed=cfg.seed, prefetch=2)
-    resuming = training.latest_step(ckpt_dir) is not None
+    resuming = checkpoint.latest_step(ckpt_dir) is not None
+    mesh = parallel.resolve_mesh("auto")  # data-parallel over all devices (None on one device)
     options = dj.compiler_options(t.ynn_fusions)
-    warm = dict(steps_per_call=t.steps_per_call, compiler_options=options, progress=progress)
+    warm = dict(steps_per_call=t.steps_per_call, compiler_options=options, progress=progress, mesh=mesh)
     if t.p_warmup_steps and not resuming:
-        warmup = dj.make_p_warmup_step(energy_fn, t.sigma_start, energy_opt)
+        warmup = dj.make_p_warmup_step(energy_fn, t.sigma_start, energy_opt, mesh=mesh)
         state, _ = dj.fit(warmup, state, t.p_warmup_steps, batches=batches, desc="E_p warm-up", **warm)
     if t.q_warmup_steps and not resuming:
-        warmup = dj.make_q_warmup_step(energy_fn, generator_fn, t.sigma_start, latent_fn, energy_opt)
+        warmup = dj.make_q_warmup_step(energy_fn, generator_fn, t.sigma_start, latent_fn, energy_opt, mesh=mesh)
         state, _ = dj.fit(warmup, state, t.q_warmup_steps, desc="E_q warm-up", **warm)
     step = dj.make_dde_step(energy_fn, generator_fn, sigma_of(cfg), latent_fn, gen_opt, energy_opt,
-                            gen_every=cfg.gen.every)
+                            gen_every=cfg.gen.every, mesh=mesh)
     if t.skip_nonfinite:
         step = dj.skip_nonfinite_steps(step)
     grid_z = latent_sampler(cfg, 36)(jax.random.key(1))
     generate = jax.jit(generator_fn)
     log_path = os.path.join(out, "metrics.jsonl")
-    watch = common.Monitor(monitor, cfg.monitor.every if monitor else None, t.steps_per_call, t.steps, log_path, t0)
+    watch = common.Monitor(monitor, log_path, t0)
 
     def save_grid(state, record):
-        if t.grid_every and record["step"] % t.grid_every < t.steps_per_call:
-            x = np.asarray(generate(state.gen.params, grid_z))
-            try:
-                plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), x, n_cols=6,
-                                    title=f"step {record['step']}, {int(state.gen_updates)} G updates")
-            except FloatingPointError as err:  # a diagnostic grid: report, keep training
-                warnings.warn(str(err), RuntimeWarning)
+        x = np.asarray(generate(state.gen.params, grid_z))
+        try:
+            plotting.image_grid(os.path.join(out, f"train_grid_{record['step']:06d}.png"), x, n_cols=6,
+                                title=f"step {record['step']}, {int(state.gen_updates)} G updates")
+        except FloatingPointError as err:  # a diagnostic grid: report, keep training
+            warnings.warn(str(err), RuntimeWarning)
 
     try:
         state, history = dj.fit(
             step, state, t.steps, steps_per_call=t.steps_per_call, batches=batches, desc="dde train",
             progress=progress, log_path=log_path, log_extra={"run": "dde"}, checkpoint_dir=ckpt_dir,
-            checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints,
-            callback=common.chain_callbacks(save_grid, watch), fingerprint=cfgs.fingerprint(cfg),
+            checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints, mesh=mesh,
+            callback=[dj.Every(t.grid_every or 0, save_grid),
+                      dj.Every((cfg.monitor.every or 0) if monitor else 0, watch, at_end=True)], fingerprint=cfgs.fingerprint(cfg),
             compiler_options=options,
         )
     finally:
@@ -153,8 +154,8 @@ def load_run(run_dir: str):
 def main(argv=None):
     cfg, args, out = common.start(DDEFashionConfig(), PRESETS, __doc__, argv, script="fashion_mnist_dde")
     # Training (fit) and the E_p chains run data-parallel over all devices: batches must split evenly.
-    parallel.check_batches({"batch_size": cfg.train.batch_size,
-                            "density_chunk": min(cfg.density.chunk, cfg.density.n_samples)})
+    parallel.check_batches({"train.batch_size": cfg.train.batch_size,
+                            "density.chunk": min(cfg.density.chunk, cfg.density.n_samples)})
     progress = not args.no_progress
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
     generator_fn = generator_module(cfg).apply
@@ -172,8 +173,8 @@ def main(argv=None):
         saved["density"], density = score_density(cfg, images, state.p.params, k_density, k_fd_density, progress, out)
     np.savez_compressed(os.path.join(out, "samples.npz"), **saved)
     log = os.path.join(out, "metrics.jsonl")
-    plot_losses(os.path.join(out, "loss.png"), training.read_log(log, run="dde"),
-                training.read_log(log, run="generator_monitor"))
+    plot_losses(os.path.join(out, "loss.png"), runlog.read_log(log, run="dde"),
+                runlog.read_log(log, run="generator_monitor"))
     last = history[-1] if history else {}
     metrics = {
         **fd, "classifier_accuracy": images.clf_info["test_accuracy"], "arch": cfg.model.arch,

@@ -47,7 +47,7 @@ def make_density_sampler(cfg, energy_fn, mesh=None):
     if temps.shape[0] == 0:
         raise ValueError("The density sampler has no steps: make one of density.n_constant, "
                          "density.n_exponential, density.n_final > 0.")
-    chain = dj.langevin(energy_fn, cfg.density.step_size, int(temps.shape[0]), temps, return_info=True)
+    chain = dj.langevin_with_info(energy_fn, cfg.density.step_size, int(temps.shape[0]), temps)
     denoise = dj.denoiser(energy_fn, cfg.train.sigma)
 
     def sample_fn(params, key, x0):
@@ -68,7 +68,7 @@ def density_samples(cfg, energy_fn, p_params, key, progress):
 
     def run():
         out["samples"], out["info"] = dj.sample_in_chunks(sampler, p_params, key, init, d.n_samples, chunk,
-                                                          progress=progress, desc="E_p Langevin")
+                                                          with_info=True, progress=progress, desc="E_p Langevin")
         return out["samples"]
 
     _, seconds = common.time_calls({"density": run}, 1, warmup={"density": lambda: sampler(p_params, key,

@@ -28,6 +28,7 @@ import numpy as np
 from dsm_jax import config as cfgs
 from dsm_jax import data
 from dsm_jax import likelihood as lk
+from experiments import common
 
 IMAGE_SHAPE = (32, 32, 1)
 RAW_SIZE = 28  # Fashion-MNIST; data.to_model_input pads 2 pixels on every side
@@ -98,16 +99,6 @@ DEFINITION = ("log_likelihood = mean over test images x and {n_noise} draws ε ~
               "data). log Z by AIS is biased low until it converges, so these are biased high: see trustworthy.")
 
 
-def detect_kind(run_config: dict) -> str:
-    """``"mdsm"`` for experiments.fashion_mnist runs, ``"dde"`` for experiments.fashion_mnist_dde."""
-    if "sigma_min" in run_config and "sigma0" in run_config:
-        return "mdsm"
-    if "gen_every" in run_config and "sigma" in run_config:
-        return "dde"
-    raise ValueError("Cannot tell which experiment wrote this run's config.json (expected the fields of "
-                     "experiments.fashion_mnist or experiments.fashion_mnist_dde); pass --run_dir of such a run.")
-
-
 def load_model(run_dir: str, conv_impl: str):
     """``(kind, run_cfg, energy_fn, params, step)``: DDE's E_p, or MDSM's EMA (sampling) parameters."""
     path = os.path.join(run_dir, "config.json")
@@ -115,12 +106,12 @@ def load_model(run_dir: str, conv_impl: str):
         raise FileNotFoundError(f"No config.json in --run_dir {run_dir!r}: pass the output directory of "
                                 f"experiments.fashion_mnist or experiments.fashion_mnist_dde.")
     with open(path) as f:
-        kind = detect_kind(json.load(f))
+        kind = common.experiment_of(json.load(f))
     if kind == "dde":
         import dsm_jax as dj
         from experiments import fashion_mnist_dde as exp
         run_cfg, state = exp.load_run(run_dir)
-        run_cfg = dataclasses.replace(run_cfg, conv_impl=conv_impl)  # same parameters whatever the conv
+        run_cfg = cfgs.replace(run_cfg, {"model.conv_impl": conv_impl})  # same parameters whatever the conv
         return kind, run_cfg, dj.energy_fn_of(exp.energy_module(run_cfg)), state.p.params, int(state.step)
     from experiments import fashion_mnist as exp
     return (kind, *exp.load_run(run_dir, conv_impl))
@@ -130,7 +121,7 @@ def resolve(cfg: LikelihoodConfig, kind: str, run_cfg) -> LikelihoodConfig:
     """Fill the 0 ("auto") fields from :data:`AUTO` and the evaluation σ from the run."""
     changes = {k: v for k, v in AUTO[kind].items() if getattr(cfg, k) == 0}
     if cfg.eval_sigma == 0:
-        changes["eval_sigma"] = float(run_cfg.sigma if kind == "dde" else run_cfg.sigma_min)
+        changes["eval_sigma"] = float(run_cfg.train.sigma if kind == "dde" else run_cfg.train.sigma_min)
     return dataclasses.replace(cfg, **changes)  # AIS's own factory checks the counts before any compute
 
 
@@ -194,7 +185,7 @@ def main(argv=None):
     sigma, out = cfg.eval_sigma, args.out or cfg.run_dir
     os.makedirs(out, exist_ok=True)
     say(f"{kind} energy from {cfg.run_dir} (step {step}); σ = {sigma}")
-    load = dict(data_dir=cfg.data_dir or run_cfg.data_dir or None, cache_dir=cfg.cache_dir or run_cfg.cache_dir or None)
+    load = dict(data_dir=cfg.data_dir or run_cfg.data.data_dir or None, cache_dir=cfg.cache_dir or run_cfg.data.cache_dir or None)
     x_train, _ = data.load_arrays("fashion_mnist", "train", limit=cfg.train_limit or None, **load)
     x_test, _ = data.load_arrays("fashion_mnist", "test", limit=cfg.test_limit or None, **load)
     if x_train.shape[1:] != IMAGE_SHAPE or np.any(x_train * (1.0 - image_pixel_mask()) != 0):

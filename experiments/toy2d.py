@@ -33,7 +33,7 @@ import numpy as np
 
 import dsm_jax as dj
 from dsm_jax import config as cfgs
-from dsm_jax import coverage, metrics, parallel, plotting, training, toy as toys
+from dsm_jax import checkpoint, coverage, metrics, parallel, plotting, toy as toys
 from experiments import common
 from experiments.configs.toy2d import METHODS, PRESETS, ToyConfig
 from experiments.toy2d_report import likelihood_table, loss_figure, markdown_table, sampler_table
@@ -52,7 +52,7 @@ def train_energy(cfg, loss_fn, data_fn, key, n_steps, desc, run):
     k_init, k_train = jax.random.split(key)
     opt = dj.adam(cfg.train.lr, total_steps=n_steps, final_lr=cfg.train.final_lr)
     state = dj.init_train_state(dj.init_params(module, k_init, (2,)), opt, k_train)
-    step = dj.make_train_step(loss_fn, opt, data_fn, skip_nonfinite=cfg.train.skip_nonfinite)
+    step = dj.make_train_step(loss_fn, opt, data_fn, skip_nonfinite=cfg.train.skip_nonfinite, mesh=run["mesh"])
     t0 = time.perf_counter()
     state, history = dj.fit(step, state, n_steps, steps_per_call=cfg.train.steps_per_call, desc=desc, **run)
     return state.params, history, time.perf_counter() - t0
@@ -110,8 +110,8 @@ def run_mdsm(cfg, toy, key, ctx, run):
     params, history, train_s = train_energy(cfg, loss_fn, data_fn, k_train, m.steps, f"{toy.name}/mdsm", run)
     temps = dj.mdsm_temperature_schedule(s.n_constant, s.n_exponential, s.n_linear, s.t_high, 1.0)
     sampler = parallel.shard_chains(  # chains split over all devices (plain jit on one)
-        dj.annealed_langevin(energy_fn, s.step_size, temps, m.sigma0, return_info=True),
-        compiler_options=run["compiler_options"])
+        dj.annealed_langevin_with_info(energy_fn, s.step_size, temperatures=temps, sigma0=m.sigma0),
+        run["mesh"], compiler_options=run["compiler_options"])
     x0 = s.init_scale * jax.random.normal(k_init, (cfg.eval.n_samples, 2))
     t0 = time.perf_counter()
     samples, info = sampler(params, k_sample, x0)
@@ -141,7 +141,7 @@ def _generator_monitor(cfg, generator_fn, key, ctx, log_path, name, start):
         return {"step": step, "sample_kl": float(sk["kl"]), "sample_kl_reverse": float(sk["kl_reverse"]),
                 "run": f"{name}/monitor"}
 
-    return common.Monitor(measure, cfg.gen.monitor_every, cfg.train.steps_per_call, cfg.gen.iters, log_path, start)
+    return common.Monitor(measure, log_path, start)
 
 
 def run_dde_generator(cfg, toy, key, ctx, run):
@@ -166,19 +166,20 @@ def run_dde_generator(cfg, toy, key, ctx, run):
     t0 = time.perf_counter()
     # The warm-up leaves state.step at 0, so it is not checkpointed; a resumed run restores
     # the main loop's checkpoint instead (which already holds the warmed-up E_q).
-    if g.q_warmup_steps and training.latest_step(run["checkpoint_dir"]) is None:
+    if g.q_warmup_steps and checkpoint.latest_step(run["checkpoint_dir"]) is None:
         warmup = dj.make_q_warmup_step(energy_fn, generator_fn, g.sigma_start if g.anneal_sigma else cfg.sigma,
-                                       latent_fn, energy_opt)
+                                       latent_fn, energy_opt, mesh=run["mesh"])
         state, _ = dj.fit(warmup, state, g.q_warmup_steps, steps_per_call=cfg.train.steps_per_call,
                           desc=f"{toy.name}/E_q warm-up", progress=run["progress"],
-                          compiler_options=run["compiler_options"])
+                          compiler_options=run["compiler_options"], mesh=run["mesh"])
     step = dj.make_dde_step(energy_fn, generator_fn, sigma, latent_fn, gen_opt, energy_opt,
-                            gen_every=g.every, data_fn=data_fn)
+                            gen_every=g.every, data_fn=data_fn, mesh=run["mesh"])
     if cfg.train.skip_nonfinite:
         step = dj.skip_nonfinite_steps(step)
     monitor = _generator_monitor(cfg, generator_fn, k_monitor, ctx, run["log_path"], f"{toy.name}/dde-generator", t0)
     state, history = dj.fit(step, state, g.iters, steps_per_call=cfg.train.steps_per_call,
-                            desc=f"{toy.name}/dde-generator", callback=monitor, **run)
+                            desc=f"{toy.name}/dde-generator",
+                            callback=dj.Every(g.monitor_every or 0, monitor, at_end=True), **run)
     seconds = monitor.train_seconds()
     t1 = time.perf_counter()
     samples = np.asarray(jax.jit(generator_fn)(state.gen.params, jax.random.normal(k_eval, (cfg.eval.n_samples, 2))))
@@ -208,12 +209,13 @@ def toy_context(cfg, toy, k_eval, k_floor):
 def main(argv=None):
     cfg, args, out = common.start(ToyConfig(), PRESETS, __doc__, argv, script="toy2d")
     # Training (fit) and the MDSM chains run data-parallel over all devices: batches must split evenly.
-    parallel.check_batches({"batch_size": cfg.train.batch_size, "gen_batch_size": cfg.gen.batch_size,
-                            "n_samples": cfg.eval.n_samples})
+    parallel.check_batches({"train.batch_size": cfg.train.batch_size, "gen.batch_size": cfg.gen.batch_size,
+                            "eval.n_samples": cfg.eval.n_samples})
     log_path = os.path.join(out, "metrics.jsonl")
     if not os.path.isdir(os.path.join(out, "checkpoints")):  # a resumed run keeps the curves it does not redo
         open(log_path, "w").close()
     results, key = {}, jax.random.PRNGKey(cfg.seed)
+    mesh = parallel.resolve_mesh("auto")  # one mesh for every step and chain (None on one device)
     for toy_name in cfg.toys:
         toy = toys.get_toy(toy_name)
         key, k_eval, k_floor = jax.random.split(key, 3)
@@ -226,7 +228,7 @@ def main(argv=None):
                    "checkpoint_dir": os.path.join(out, "checkpoints", toy_name, method),
                    "checkpoint_every": cfg.train.checkpoint_every, "keep_checkpoints": cfg.train.keep_checkpoints,
                    "fingerprint": {**cfgs.fingerprint(cfg), "run": name},
-                   "compiler_options": dj.compiler_options(cfg.train.ynn_fusions)}
+                   "compiler_options": dj.compiler_options(cfg.train.ynn_fusions), "mesh": mesh}
             results[name], panels[method], _ = RUNNERS[method](cfg, toy, k_run, ctx, run)
             print(f"{name}: KL {results[name]['kl']:.4f} ± {results[name]['kl_stderr']:.4f} "
                   f"({results[name]['seconds']:.0f} s)", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dsm_jax import plotting, training
+from dsm_jax import plotting, runlog
 from experiments.common import markdown_table as _table
 
 KINDS = {"dde": "dde: density KL(p̂‖p_model)", "dde-generator": "dde-generator: sample KL",
@@ -65,11 +65,11 @@ def loss_figure(out, toy_name, methods) -> None:
     for method in methods:
         name = f"{toy_name}/{method}"
         if method != "dde-generator":
-            curves[method] = training.read_log(log_path, run=name)
+            curves[method] = runlog.read_log(log_path, run=name)
             continue
-        curves["E_p, E_q"] = curves["surrogate"] = training.read_log(log_path, run=name)
+        curves["E_p, E_q"] = curves["surrogate"] = runlog.read_log(log_path, run=name)
         series["E_p, E_q"] = {"E_p DSM loss": "p_loss", "E_q DSM loss": "q_loss"}
         series["surrogate"] = {"surrogate E_p − E_q": "gen_loss"}
-        curves["G sample KL"] = training.read_log(log_path, run=f"{name}/monitor")
+        curves["G sample KL"] = runlog.read_log(log_path, run=f"{name}/monitor")
         series["G sample KL"] = {"KL(p̂‖q̂)": "sample_kl", "KL(q̂‖p̂)": "sample_kl_reverse"}
     plotting.loss_curves(os.path.join(out, f"{toy_name}_loss.png"), curves, toy_name, series)

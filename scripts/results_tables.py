@@ -32,9 +32,9 @@ TOYS = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
 # run name -> the command that writes runs/<run>/ (same flags as when it was measured)
 COMMANDS = {
     "toy2d-default": "python -m experiments.toy2d",
-    "toy2d-default-20k": "python -m experiments.toy2d --set gen_iters=20000 --set gen_monitor_every=1000 "
+    "toy2d-default-20k": "python -m experiments.toy2d --set gen.iters=20000 --set gen.monitor_every=1000 "
                          "--out runs/toy2d-default-20k",
-    "toy2d-dde-study": "python -m experiments.toy2d_dde_study --set gen_iters=10000",
+    "toy2d-dde-study": "python -m experiments.toy2d_dde_study --set gen.iters=10000",
     "fashion_mnist-default": "python -m experiments.fashion_mnist",
     "fashion_mnist_dde-default": "python -m experiments.fashion_mnist_dde",
 }

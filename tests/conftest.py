@@ -16,19 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-# The experiments are the package `experiments` at the repository root (`python -m
-# experiments.toy2d`); plain `pytest` puts only tests/ on sys.path, so add the root once here.
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 try:  # jax >= 0.5
     from jax.extend.core import jaxprs_in_params as _jaxprs_in_params

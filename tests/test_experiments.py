@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import image_smoke_run, run_main
 
-from dsm_jax import config, training
+from dsm_jax import config, runlog
 from dsm_jax import toy as toys
 from experiments import fashion_mnist, toy2d
 from experiments import toy2d_dde_study as study
@@ -67,7 +67,7 @@ def test_toy2d_smoke_writes_figures_and_logs_every_run_and_the_monitor(toy_run):
     runs = {json.loads(line)["run"] for line in (out / "metrics.jsonl").read_text().splitlines()}
     assert runs == set(saved) | {f"{SMOKE_TOY}/dde-generator/monitor"}
     # the generator's sample KL is watched during training: at steps 100 and 200 (smoke preset)
-    monitor = training.read_log(str(out / "metrics.jsonl"), run=f"{SMOKE_TOY}/dde-generator/monitor")
+    monitor = runlog.read_log(str(out / "metrics.jsonl"), run=f"{SMOKE_TOY}/dde-generator/monitor")
     assert [r["step"] for r in monitor] == [100, 200] and all(r["sample_kl"] > 0 for r in monitor)
     config_json = json.loads((out / "config.json").read_text())
     assert config_json["preset"] == "smoke" and config_json["gen.iters"] == 200  # the --set names

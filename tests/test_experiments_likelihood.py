@@ -20,6 +20,7 @@ import pytest
 import dsm_jax as dj
 from dsm_jax import config, data
 from dsm_jax import likelihood as lk
+from experiments import common
 from experiments import fashion_mnist_dde as fmd
 from experiments import fashion_mnist_likelihood as fml
 
@@ -112,10 +113,10 @@ def test_smoke_on_a_gaussian_energy_matches_closed_forms(tmp_path):
 
 
 def test_detects_the_experiment_and_refuses_other_dirs(tmp_path):
-    assert fml.detect_kind({"sigma_min": 0.1, "sigma_max": 3.0, "sigma0": 0.1}) == "mdsm"
-    assert fml.detect_kind(config.to_dict(fmd.DDEFashionConfig())) == "dde"
-    with pytest.raises(ValueError, match="run_dir"):
-        fml.detect_kind({"toys": ["rings"]})
+    assert common.experiment_of({"sigma_min": 0.1, "sigma_max": 3.0, "sigma0": 0.1}) == "mdsm"  # old flat file
+    assert common.experiment_of(config.to_dict(fmd.DDEFashionConfig())) == "dde"
+    with pytest.raises(ValueError, match="run directory"):
+        common.experiment_of({"toys": ["rings"]})
     with pytest.raises(FileNotFoundError, match="config.json"):
         fml.main(["--preset", "smoke", "--run_dir", str(tmp_path), "--no-progress"])
     with pytest.raises(ValueError, match="proposal"):

@@ -21,13 +21,9 @@ import pytest
 import dsm_jax as dj
 from conftest import diag_quadratic_energy, tree_equal
 from dsm_jax import checkpoint, config, data, plotting, runlog
+from experiments import fashion_mnist, fashion_mnist_dde, toy2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
-
-import fashion_mnist  # noqa: E402
-import fashion_mnist_dde  # noqa: E402
-import toy2d  # noqa: E402
 
 WORKER = os.path.join(ROOT, "tests", "_resume_worker.py")
 M = np.array([1.0, -2.0], np.float32)
