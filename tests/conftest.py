@@ -16,11 +16,37 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
+# One XLA compilation cache per test run, shared by the xdist workers and every subprocess
+# they start (notebooks, benchmarks, 8-device and resume workers inherit the environment):
+# many tests compile the same tiny networks, and a hit skips XLA, not tracing, so the
+# trace/recompile counters the tests check are unaffected. Cold at the start of each run
+# (keyed by xdist's run id), so the measured suite time is a fresh run's.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dsm_jax_tests_xla_{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The controller (or a run without xdist) removes caches of runs that ended: its own
+    (no xdist) and any left over from earlier runs."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    import glob
+    import shutil
+    for stale in glob.glob(os.path.join(tempfile.gettempdir(), "dsm_jax_tests_xla_*")):
+        shutil.rmtree(stale, ignore_errors=True)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])  # jax may be imported already
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 try:  # jax >= 0.5
     from jax.extend.core import jaxprs_in_params as _jaxprs_in_params
