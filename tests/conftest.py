@@ -26,7 +26,7 @@ import tempfile
 # (keyed by xdist's run id), so the measured suite time is a fresh run's.
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dsm_jax_tests_xla_{_RUN}"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # subset: 0.5 s 145 s, 0.1 s 119 s, 0 s 121 s
 
 
 def pytest_sessionfinish(session, exitstatus):
