@@ -35,6 +35,9 @@ from dsm_jax.likelihood import (
 )
 from dsm_jax.nets import RESNET_CONFIGS, MLPEnergy, ResidualMLPGenerator, ResNetEnergy, energy_fn_of, init_params
 from dsm_jax.nets import DDE_DENSENET_PAPER, ConvGenerator, DenseNetEnergy, DenseNetGenerator, DenseNetMLP
+from dsm_jax.adaptation import AdaptationInfo, mala_step_size_adaptation
+from dsm_jax.diagnostics import effective_sample_size, potential_scale_reduction
+from dsm_jax.interop import to_logdensity
 from dsm_jax.samplers import (
     ChainState,
     StepInfo,
@@ -68,6 +71,7 @@ from dsm_jax.xla import compiler_options
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptationInfo",
     "ChainState",
     "Checkpoints",
     "IncompatibleCheckpointError",
@@ -90,6 +94,7 @@ __all__ = [
     "compiler_options",
     "denoiser",
     "dsm_loss",
+    "effective_sample_size",
     "energy_and_grad",
     "energy_fn_of",
     "estimate_log_z",
@@ -118,15 +123,18 @@ __all__ = [
     "make_train_step",
     "mala",
     "mala_kernel",
+    "mala_step_size_adaptation",
     "mala_with_info",
     "mdsm_loss",
     "mdsm_temperature_schedule",
+    "potential_scale_reduction",
     "preconditioned_mala_kernel",
     "sample_in_chunks",
     "sample_sigmas",
     "score",
     "sigmoid_schedule",
     "skip_nonfinite_steps",
+    "to_logdensity",
     "update_ema",
     "Every",
     "append_record",

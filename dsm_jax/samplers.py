@@ -13,7 +13,10 @@ One calling convention everywhere: ``sample_fn(params, key, x0, free_mask=None)`
 One mask meaning everywhere: ``free_mask`` is 1 where a coordinate may move, 0 where it
 is kept bit-for-bit (inpainting: free = missing pixels). One return structure per
 factory: :func:`langevin`, :func:`mala`, :func:`annealed_langevin` return ``x``; their
-``*_with_info`` twins return ``(x, StepInfo)`` with per-step fields of shape (n_steps,).
+``*_with_info`` twins return ``(x, StepInfo)`` with per-step fields of shape (n_steps,), and,
+when asked, per-chain fields (``per_chain=True``) and a thinned trajectory (``thin=k``).
+ULA chains can be clamped to a box (``clip=(lo, hi)``); MALA refuses it (see :func:`mala_with_info`).
+Conventions shared with peers (blackjax, torchebm, MDSM) are tabled in docs/samplers.md.
 """
 from __future__ import annotations
 
@@ -35,12 +38,33 @@ class ChainState(NamedTuple):
 
 
 class StepInfo(NamedTuple):
-    acceptance_rate: jax.Array  # mean realised MH acceptance over chains (1 for ULA)
-    mean_energy: jax.Array      # mean E over the finite chains
-    n_nonfinite: jax.Array      # chains with a non-finite coordinate after the step
-    # mean MH acceptance probability min(1, ratio) (1 for ULA; for the unadjusted
-    # preconditioned kernel, the probability the step would have had: a discretisation gauge)
+    """What a step reports; a ``*_with_info`` chain stacks it over steps (leading axis n_steps).
+
+    Per step, always (a kernel's fields are scalars; a chain's have shape (n_steps,)):
+      ``acceptance_rate``  realised MH acceptance, averaged over chains (1 for ULA);
+      ``mean_energy``      mean E over the finite chains after the step;
+      ``n_nonfinite``      chains with a non-finite coordinate (or energy) after the step;
+      ``acceptance_prob``  mean MH acceptance probability min(1, ratio) over chains (1 for ULA;
+                           for the unadjusted preconditioned kernel, the probability the step
+                           would have had: a gauge of the discretisation error).
+    Per chain (a kernel always fills them, shape (batch,); a chain keeps them only with
+    ``per_chain=True``, shape (n_steps, batch), else None, so the default stays O(n_steps)):
+      ``acceptance_prob_per_chain``  float32 min(1, ratio) of each chain (blackjax's
+                                     ``MALAInfo.acceptance_rate``); 1 for ULA;
+      ``is_accepted``                bool, the realised MH decision (blackjax's ``is_accepted``);
+                                     its mean over chains is ``acceptance_rate``.
+    Trajectory (only a chain with ``thin=k``, else None):
+      ``trajectory``  (batch, ⌈n_steps/k⌉, *event), chains first like blackjax's diagnostics:
+                      the states after steps n − k·(⌈n/k⌉ − 1), …, n − k, n (every k-th state,
+                      aligned so the last is the chain's final state).
+    """
+    acceptance_rate: jax.Array
+    mean_energy: jax.Array
+    n_nonfinite: jax.Array
     acceptance_prob: Any = None
+    acceptance_prob_per_chain: Any = None
+    is_accepted: Any = None
+    trajectory: Any = None
 
 
 def init_chain(energy_fn: EnergyFn, params, x: jax.Array) -> ChainState:
@@ -48,26 +72,40 @@ def init_chain(energy_fn: EnergyFn, params, x: jax.Array) -> ChainState:
     return ChainState(x, e, g)
 
 
-def _step_info(state: ChainState, acceptance_rate, acceptance_prob) -> StepInfo:
+def _step_info(state: ChainState, accepted, accept_prob) -> StepInfo:
+    """Summaries over chains plus the per-chain fields (``accepted``, ``accept_prob``: (batch,))."""
     finite = jnp.all(jnp.isfinite(state.x.reshape(state.x.shape[0], -1)), axis=1)
     finite = finite & jnp.isfinite(state.energy)
     mean_energy = jnp.sum(jnp.where(finite, state.energy, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-    return StepInfo(jnp.asarray(acceptance_rate, jnp.float32), mean_energy, jnp.sum(~finite),
-                    jnp.asarray(acceptance_prob, jnp.float32))
+    accept_prob = jnp.asarray(accept_prob, jnp.float32)
+    return StepInfo(jnp.mean(accepted.astype(jnp.float32)), mean_energy, jnp.sum(~finite),
+                    jnp.mean(accept_prob), accept_prob, accepted)
 
 
 def _masked(free_mask, moved, x):
     return moved if free_mask is None else jnp.where(free_mask > 0, moved, x)
 
 
-def langevin_kernel(energy_fn: EnergyFn):
-    """One unadjusted Langevin step targeting exp(−E/T)."""
+def _clipped(clip, x):
+    return x if clip is None else jnp.clip(x, clip[0], clip[1])
+
+
+def langevin_kernel(energy_fn: EnergyFn, clip=None):
+    """One unadjusted Langevin step targeting exp(−E/T).
+
+    ``clip=(lo, hi)`` clamps the moved coordinates to the box after the step (``lo``/``hi``
+    scalars or arrays broadcasting to the event, e.g. ``(0.0, 1.0)`` for pixels): the chain
+    then targets exp(−E/T) restricted to the box only approximately (mass piles up on faces).
+    """
+    clip = validation.check_clip("clip", clip)
 
     def step(params, key, state: ChainState, step_size, temperature, free_mask=None):
+        validation.check_clip_shape("clip", clip, state.x)
         noise = jax.random.normal(key, state.x.shape, state.x.dtype)
         proposal = state.x - 0.5 * step_size * state.grad + jnp.sqrt(step_size * temperature) * noise
-        new = init_chain(energy_fn, params, _masked(free_mask, proposal, state.x))
-        return new, _step_info(new, 1.0, 1.0)
+        new = init_chain(energy_fn, params, _masked(free_mask, _clipped(clip, proposal), state.x))
+        ones = jnp.ones(state.x.shape[:1], bool)
+        return new, _step_info(new, ones, ones)
 
     return step
 
@@ -117,7 +155,7 @@ def preconditioned_mala_kernel(energy_fn: EnergyFn, scale=None, *, adjusted: boo
             return jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
         new_state = jax.tree.map(pick, proposal, state)
-        return new_state, _step_info(new_state, jnp.mean(accept), jnp.mean(accept_prob))
+        return new_state, _step_info(new_state, accept, accept_prob)
 
     return step
 
@@ -137,27 +175,46 @@ def _schedule(name: str, value, n_steps: int):
     return value
 
 
-def _chain(kernel, energy_fn, step_size, n_steps, temperatures):
-    """``(params, key, x0, free_mask=None) -> (x, StepInfo)``: ``kernel`` scanned over the schedule."""
+def _recorded(info: StepInfo, per_chain: bool) -> StepInfo:
+    """Drop the per-chain fields unless asked: stacked over steps they cost O(n_steps·batch)."""
+    return info if per_chain else info._replace(acceptance_prob_per_chain=None, is_accepted=None)
+
+
+def _chain(kernel, energy_fn, step_size, n_steps, temperatures, *, per_chain=False, thin=None):
+    """``(params, key, x0, free_mask=None) -> (x, StepInfo)``: ``kernel`` scanned over the schedule.
+
+    With ``thin=k`` the scan also carries a (batch, ⌈n/k⌉, *event) buffer and writes every state
+    into slot ⌊(i + offset)/k⌋ (``offset`` = ⌈n/k⌉·k − n): each slot's last write is the kept
+    state, so there is no branch, the scan stays one, and its size does not depend on n_steps.
+    """
     n_steps = validation.check_positive_int("n_steps", n_steps)
     validation.check_positive("step_size", step_size)
     temperatures = validation.check_temperatures(temperatures, n_steps)
     step_sizes = _schedule("step_size", step_size, n_steps)
+    per_chain = validation.check_bool("per_chain", per_chain)
+    thin = validation.check_optional_int("thin", thin, 1, "keep no trajectory")
+    n_kept = None if thin is None else -(-n_steps // thin)
 
     def chain_fn(params, key, x0, free_mask=None):
-        validation.check_batched("x0", x0)
-        validation.check_nonempty_batch("x0", x0)
-        validation.check_float_array("x0", x0)
-        validation.check_mask("free_mask", free_mask, x0)
-        validation.check_binary_mask("free_mask", free_mask)
+        validation.check_chain_start(x0, free_mask)
+        state0 = init_chain(energy_fn, params, x0)
 
-        def body(state, inputs):
-            step_key, eta, temp = inputs
-            return kernel(params, step_key, state, eta, temp, free_mask)
+        def body(carry, inputs):
+            state, buffer = carry
+            i, step_key, eta, temp = inputs
+            state, info = kernel(params, step_key, state, eta, temp, free_mask)
+            if buffer is not None:
+                slot = (i + n_kept * thin - n_steps) // thin
+                buffer = jax.lax.dynamic_update_index_in_dim(buffer, state.x, slot, axis=1)
+            return (state, buffer), _recorded(info, per_chain)
 
+        buffer0 = None
+        if thin is not None:
+            buffer0 = jnp.zeros((state0.x.shape[0], n_kept) + state0.x.shape[1:], state0.x.dtype)
         keys = jax.random.split(key, n_steps)
-        state, info = jax.lax.scan(body, init_chain(energy_fn, params, x0), (keys, step_sizes, temperatures))
-        return state.x, info
+        inputs = (jnp.arange(n_steps), keys, step_sizes, temperatures)
+        (state, trajectory), info = jax.lax.scan(body, (state0, buffer0), inputs)
+        return state.x, info._replace(trajectory=trajectory)
 
     return chain_fn
 
@@ -179,36 +236,61 @@ def _legacy_return_info(name: str, with_info, return_info):
     return with_info if return_info else None
 
 
-def langevin_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None):
+def langevin_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, clip=None,
+                       per_chain=False, thin=None):
     """Unadjusted Langevin chain: ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)``.
 
     ``step_size`` η is a scalar or a per-step array of shape (n_steps,); ``temperatures``
-    has shape (n_steps,) (default all ones); StepInfo's fields have shape (n_steps,).
-    One ``lax.scan``; jit it.
+    has shape (n_steps,) (default all ones); StepInfo's per-step fields have shape (n_steps,).
+    ``clip=(lo, hi)`` clamps every step to a box (see :func:`langevin_kernel`).
+    ``per_chain=True`` keeps the per-chain fields, (n_steps, batch) each (O(n_steps·batch) memory).
+    ``thin=k`` keeps ⌈n_steps/k⌉ states in ``StepInfo.trajectory``, shape (batch, ⌈n/k⌉, *event)
+    (memory ⌈n/k⌉ × the size of x0), the last equal to the returned ``x``.
+    One ``lax.scan`` (its size does not depend on n_steps); jit it.
     """
-    return _chain(langevin_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures)
+    return _chain(langevin_kernel(energy_fn, clip), energy_fn, step_size, n_steps, temperatures,
+                  per_chain=per_chain, thin=thin)
 
 
-def langevin(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=None):
+def langevin(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, clip=None, return_info=None):
     """Unadjusted Langevin chain: ``sample_fn(params, key, x0, free_mask=None) -> x``.
 
-    See :func:`langevin_with_info` for the arguments and for the per-step diagnostics.
-    ``return_info=`` is deprecated.
+    See :func:`langevin_with_info` for the arguments (``clip=``) and for the per-step
+    diagnostics. ``return_info=`` is deprecated.
     """
-    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures)
+    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures, clip=clip)
     return _legacy_return_info("langevin", chain, return_info) or _positions_only(chain)
 
 
-def mala_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None):
+def _refuse_clip_for_mala(clip):
+    if clip is not None:
+        raise ValueError(
+            "`clip` is refused for MALA: a clamped proposal has an atom on the box's faces, which the "
+            "Metropolis–Hastings ratio (written for the Gaussian proposal density) does not account for, "
+            "so the chain would no longer target exp(−E/T). Use `langevin`/`annealed_langevin` with "
+            "`clip=`, or clip MALA's returned samples yourself.")
+
+
+def mala_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, clip=None,
+                   per_chain=False, thin=None):
     """Metropolis-adjusted Langevin, exact stationary law exp(−E/T) (T > 0):
-    ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)`` (acceptance per step)."""
+    ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)`` (acceptance per step).
+
+    ``per_chain=True`` adds each chain's acceptance probability and accept flag per step
+    ((n_steps, batch) each); ``thin=k`` a trajectory, as in :func:`langevin_with_info`.
+    ``clip`` is refused (it would break detailed balance). The step size is fixed: tune it
+    first with :func:`dsm_jax.adaptation.mala_step_size_adaptation` (dual averaging).
+    """
+    _refuse_clip_for_mala(clip)
     if temperatures is not None:
         validation.check_positive("temperatures", temperatures)
-    return _chain(mala_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures)
+    return _chain(mala_kernel(energy_fn), energy_fn, step_size, n_steps, temperatures,
+                  per_chain=per_chain, thin=thin)
 
 
-def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, return_info=None):
+def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, clip=None, return_info=None):
     """Metropolis-adjusted Langevin: same signature as :func:`langevin`, returns ``x``."""
+    _refuse_clip_for_mala(clip)
     chain = mala_with_info(energy_fn, step_size, n_steps, temperatures)
     return _legacy_return_info("mala", chain, return_info) or _positions_only(chain)
 
@@ -274,48 +356,56 @@ def _annealed_arguments(n_steps, temperatures, legacy):
 
 
 def annealed_langevin_with_info(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy,
-                                temperatures=None, sigma0=0.1, denoise=True):
+                                temperatures=None, sigma0=0.1, denoise=True, clip=None, per_chain=False,
+                                thin=None):
     """MDSM's sampler: annealed ULA (default: :func:`mdsm_temperature_schedule`, η = 0.02²),
     then one Tweedie step ``x − σ₀²∇E(x)``: ``fn(params, key, x0, free_mask=None) -> (x, StepInfo)``.
 
     ``n_steps`` defaults to ``len(temperatures)`` (must match it when given). With a
-    ``free_mask`` only free coordinates move or get denoised (inpainting).
+    ``free_mask`` only free coordinates move or get denoised (inpainting). ``clip=(lo, hi)``
+    clamps every step and the denoised output to the box (MDSM itself does not clip).
+    ``per_chain`` and ``thin`` as in :func:`langevin_with_info`; the trajectory holds chain
+    states, so its last entry is the state *before* the final denoise (``x`` itself when
+    ``denoise=False``).
     """
     n_steps, temperatures, overrides = _annealed_arguments(n_steps, temperatures, legacy)
     sigma0, denoise = overrides.get("sigma0", sigma0), overrides.get("denoise", denoise)
     validation.check_positive("sigma0", sigma0)
     final_denoise = denoiser(energy_fn, sigma0)
-    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures)
+    chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures, clip=clip, per_chain=per_chain,
+                               thin=thin)
+    clip = validation.check_clip("clip", clip)
 
     def chain_fn(params, key, x0, free_mask=None):
         x, info = chain(params, key, x0, free_mask)
         if denoise:
-            x = _masked(free_mask, final_denoise(params, x), x)
+            x = _masked(free_mask, _clipped(clip, final_denoise(params, x)), x)
         return x, info
 
     return chain_fn
 
 
 def annealed_langevin(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy, temperatures=None,
-                      sigma0=0.1, denoise=True, return_info=None):
+                      sigma0=0.1, denoise=True, clip=None, return_info=None):
     """MDSM's sampler, ``sample_fn(params, key, x0, free_mask=None) -> x``; arguments as in
     :func:`annealed_langevin_with_info`. ``return_info=`` and the old positional form
     ``(energy_fn, step_size, temperatures, sigma0, denoise)`` are deprecated."""
     chain = annealed_langevin_with_info(energy_fn, step_size, n_steps, *legacy, temperatures=temperatures,
-                                        sigma0=sigma0, denoise=denoise)
+                                        sigma0=sigma0, denoise=denoise, clip=clip)
     return _legacy_return_info("annealed_langevin", chain, return_info) or _positions_only(chain)
 
 
 def inpainter(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy, temperatures=None, sigma0=0.1,
-              denoise=True):
+              denoise=True, clip=None):
     """Inpainting with the annealed chain: ``fn(params, key, x, free_mask=...) -> x``.
 
     ``x`` holds the observations where ``free_mask`` is 0 (returned bit-for-bit unchanged)
     and the chain's starting values where it is 1. The old 4th positional ``observed_mask``
-    (1 = observed, i.e. ``1 − free_mask``) still works but is deprecated.
+    (1 = observed, i.e. ``1 − free_mask``) still works but is deprecated. ``clip=(0.0, 1.0)``
+    keeps filled-in pixels in the box.
     """
     sampler = annealed_langevin(energy_fn, step_size, n_steps, *legacy, temperatures=temperatures, sigma0=sigma0,
-                                denoise=denoise)
+                                denoise=denoise, clip=clip)
 
     def inpaint_fn(params, key, x, observed_mask=None, *, free_mask=None):
         validation.check_batched("x", x)

@@ -526,3 +526,77 @@ def check_count(name: str, value, available: int, what: str) -> int:
     return value
 
 
+
+
+# --- s17-samplers: clamping boxes, MCMC draws for ESS/R-hat, the optional blackjax extra.
+def check_chain_start(x0, free_mask) -> None:
+    """A chain's starting batch and its optional 0/1 ``free_mask`` (every sampler and warm-up)."""
+    check_batched("x0", x0)
+    check_nonempty_batch("x0", x0)
+    check_float_array("x0", x0)
+    check_mask("free_mask", free_mask, x0)
+    check_binary_mask("free_mask", free_mask)
+
+
+def check_clip(name: str, clip):
+    """``clip`` as ``(lo, hi)`` float32 arrays (scalars or arrays broadcasting to the event), or None.
+
+    Concrete bounds must satisfy lo < hi everywhere; ±inf leaves a side open."""
+    if clip is None:
+        return None
+    if isinstance(clip, (str, bytes)) or not hasattr(clip, "__len__") or len(clip) != 2:
+        raise ValueError(f"`{name}` must be a pair (lo, hi), e.g. (0.0, 1.0) for pixels, or None; got {clip!r}.")
+    lo, hi = clip
+    if any(v is None for v in (lo, hi)):
+        raise ValueError(f"`{name}` = {clip!r}: pass -jnp.inf or jnp.inf for an open side, not None.")
+    if is_concrete(lo) and is_concrete(hi):
+        lo_arr, hi_arr = check_real(f"{name}[0]", lo), check_real(f"{name}[1]", hi)
+        try:
+            ok = np.all(lo_arr < hi_arr)
+        except ValueError:
+            raise ValueError(f"`{name}`: lo {lo_arr.shape} and hi {hi_arr.shape} do not broadcast together.") from None
+        if np.any(np.isnan(lo_arr)) or np.any(np.isnan(hi_arr)) or not ok:
+            raise ValueError(f"`{name}` must have lo < hi everywhere (e.g. (0.0, 1.0)), got {clip!r}.")
+    return jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+
+
+def check_clip_shape(name: str, clip, x) -> None:
+    """The box's bounds must broadcast to one example of ``x`` (batch, *event)."""
+    if clip is None:
+        return
+    event = tuple(jnp.shape(x)[1:])
+    for side, bound in zip(("lo", "hi"), clip):
+        try:
+            if np.broadcast_shapes(jnp.shape(bound), event) != event:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"`{name}`'s {side} has shape {jnp.shape(bound)}, which does not broadcast to the "
+                             f"event shape {event}; pass a scalar or an array of shape {event}.") from None
+
+
+def check_draws(name: str, draws, min_chains: int, min_draws: int = 4):
+    """MCMC draws laid out (chains, draws, *event): floating, finite when concrete, big enough."""
+    shape = jnp.shape(draws)
+    if len(shape) < 2:
+        raise ValueError(f"`{name}` must have shape (chains, draws, *event), got shape {shape}; for one chain "
+                         f"add an axis with {name}[None]; a StepInfo.trajectory is already (chains, draws, *event).")
+    if shape[0] < min_chains or shape[1] < min_draws:
+        raise ValueError(f"`{name}` has {shape[0]} chain(s) × {shape[1]} draw(s) (shape {shape}); this needs at "
+                         f"least {min_chains} chains and {min_draws} draws (axis 0 = chains, axis 1 = draws).")
+    check_float_array(name, draws)
+    if is_concrete(draws) and not np.all(np.isfinite(np.asarray(draws, np.float64))):
+        raise ValueError(f"`{name}` holds NaN/inf draws; drop the non-finite chains first (see StepInfo.n_nonfinite).")
+    return jnp.asarray(draws)
+
+
+def require_blackjax(feature: str):
+    """Import blackjax for ``feature`` or say which extra installs it (imported lazily: dsm_jax itself
+    works without it)."""
+    try:
+        import blackjax
+    except ImportError as err:
+        raise ImportError(
+            f"{feature} uses blackjax, which is not installed: pip install 'dsm-jax[samplers]' "
+            f"(or pip install 'blackjax>=1.7')."
+        ) from err
+    return blackjax

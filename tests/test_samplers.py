@@ -150,17 +150,25 @@ class LangevinTest(chex.TestCase):
 
 class OneScanTest(parameterized.TestCase):
 
-    @parameterized.named_parameters(("langevin", "langevin"), ("mala", "mala"), ("annealed", "annealed"))
-    def test_single_scan_whose_size_does_not_grow_with_n_steps(self, which):
+    @parameterized.named_parameters(("langevin", "langevin", False), ("mala", "mala", False),
+                                    ("annealed", "annealed", False), ("langevin_trajectory", "langevin", True),
+                                    ("mala_trajectory", "mala", True), ("annealed_trajectory", "annealed", True))
+    def test_single_scan_whose_size_does_not_grow_with_n_steps(self, which, trajectory):
+        # trajectory: thin=2 trajectory, per-chain info and a clamp on (ULA) — still one scan
         params = {"A": np.eye(2, dtype=np.float32), "m": np.zeros(2, np.float32)}
         x0 = np.zeros((4, 2), np.float32)
+        extra = dict(thin=2, per_chain=True) if trajectory else {}
+        clip = dict(clip=(-1.0, 1.0)) if trajectory else {}
 
         def build(n):
             if which == "langevin":
-                return dj.langevin(quadratic_energy, 0.1, n)
+                return (dj.langevin_with_info(quadratic_energy, 0.1, n, **extra, **clip) if trajectory
+                        else dj.langevin(quadratic_energy, 0.1, n))
             if which == "mala":
-                return dj.mala(quadratic_energy, 0.1, n)
-            return dj.annealed_langevin(quadratic_energy, 0.1, temperatures=np.ones(n, np.float32))
+                return dj.mala_with_info(quadratic_energy, 0.1, n, **extra) if trajectory else dj.mala(
+                    quadratic_energy, 0.1, n)
+            factory = dj.annealed_langevin_with_info if trajectory else dj.annealed_langevin
+            return factory(quadratic_energy, 0.1, temperatures=np.ones(n, np.float32), **extra, **clip)
 
         sizes = []
         for n in (3, 300):
