@@ -239,7 +239,7 @@ def scan_vs_loop_lines(result: dict) -> list[str]:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller batches/chains, fewer repeats (< 5 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller batches/chains, fewer repeats")
     ap.add_argument("--tiny", action="store_true", help="toy sizes: every code path in seconds (tests)")
     ap.add_argument("--out", default=None, help="directory for benchmarks.json")
     ap.add_argument("--rows", default=None, help="comma-separated row names or groups to run "
