@@ -68,7 +68,9 @@ def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
     pytest.importorskip("torch")
     from experiments.benchmarks import run
 
-    result = run.main(["--tiny", "--in-process", "--out", str(tmp_path)])
+    # The peer rows and the op profile have tests of their own (test_peer_checks.py).
+    rows = "peak,train_mlp,train_resnet_b4,conv_ops_b4,langevin_mlp,langevin_resnet"
+    result = run.main(["--tiny", "--in-process", "--rows", rows, "--out", str(tmp_path)])
     with open(tmp_path / "benchmarks.json") as f:
         on_disk = json.load(f)
     assert on_disk["mode"] == "tiny"
@@ -95,10 +97,15 @@ def test_benchmark_entry_point_runs_end_to_end_tiny(tmp_path, capsys):
     rounds = zip(langevin["jax python loop"]["rounds_s"], langevin["jax lax.scan"]["rounds_s"])
     assert loop_ratio == pytest.approx(float(np.median([lp / sc for lp, sc in rounds])))
     assert langevin["jax python loop"]["speedup_vs_jax_python_loop"] is None
+    # The scan-vs-loop figure: kernels per step from the HLO, measured dispatch, per-step overhead.
+    assert langevin["jax lax.scan"]["kernels_per_step"] > 10 and langevin["jax python loop"]["dispatch_s"] > 0
+    assert langevin["jax lax.scan"]["loop_overhead_per_step_s"] == pytest.approx(
+        (langevin["jax python loop"]["median_s"] - langevin["jax lax.scan"]["median_s"]) / 2)
     assert result["rows"][2]["sizes"]["batch"] == 4
     out = capsys.readouterr().out
     assert "| train_resnet_b4 | jax[canonical] ynn-off |" in out and "its loop)" in out and "benchmarks.json" in out
     assert "conv_ops_b4: Σ count × time" in out
+    assert "langevin_mlp jax: " in out and "kernels per step in the scan" in out and "scan ≥ loop: " in out
 
 
 def test_benchmark_rows_run_in_subprocesses_with_their_environment(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import re
 import statistics
 import time
 
@@ -97,6 +98,24 @@ def _jax_compile(fn, *args, ynn_fusions: bool = True):
     return compiled, info
 
 
+def jax_train_call(step, params, opt, key, x, ynn_fusions: bool):
+    """A compiled ``make_train_step`` step as a zero-argument call that advances its own
+    state, and its compile info (with the first call's time and memory)."""
+    import jax
+
+    import dsm_jax as dj
+
+    state = [dj.init_train_state(params, opt, key)]
+    compiled, info = _jax_compile(step, state[0], x, ynn_fusions=ynn_fusions)
+
+    def call():
+        state[0], metrics = compiled(state[0], x)
+        jax.block_until_ready(metrics)
+
+    info.update(_first_call(call))
+    return call, info
+
+
 def _first_call(fn) -> dict:
     t0 = time.perf_counter()
     _, mem = peak_rss_growth_mib(fn)
@@ -114,3 +133,61 @@ def _rel_err(a, b) -> float:
 # ---------------------------------------------------------------------------------------
 # Rows.
 # ---------------------------------------------------------------------------------------
+
+# Ops that XLA:CPU runs without a kernel of their own (buffer plumbing).
+_NO_KERNEL = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast"}
+_COMPUTATION = re.compile(r"^(ENTRY\s+)?%(\S+)\s.*\{\s*$")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT\s+)?%\S+\s+=\s+(.*)$")
+_OPCODE = re.compile(r"(?<![\w.\-])([a-z][a-z0-9\-]*)\(")
+_BODY = re.compile(r"body=%([\w.\-]+)")
+_TRIPS = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
+
+
+def hlo_kernels(hlo_text: str) -> dict:
+    """Kernels per call of an optimized HLO module (``compiled.as_text()``): the entry
+    computation's instructions that are not buffer plumbing (parameter, constant, tuple,
+    get-tuple-element, bitcast), each ``while`` counted as its body × its known trip count
+    (1 when unknown). Returns ``{"entry": n, "whiles": [(trip_count, kernels per trip), ...]}``,
+    the entry's whiles outermost first."""
+    comps, name, entry = {}, None, None
+    for line in hlo_text.splitlines():
+        m = _COMPUTATION.match(line)
+        if m:
+            name = m.group(2)
+            comps[name] = []
+            entry = name if m.group(1) else entry
+            continue
+        m = _INSTRUCTION.match(line)
+        if m and name is not None:
+            op = _OPCODE.search(m.group(1))
+            comps[name].append((op.group(1) if op else "?", m.group(1)))
+
+    def count(comp: str, whiles: list | None) -> int:
+        n = 0
+        for op, text in comps.get(comp, ()):
+            if op == "while":
+                body = _BODY.search(text).group(1)
+                trips = _TRIPS.search(text)
+                per_trip = count(body, None)
+                if whiles is not None:
+                    whiles.append((int(trips.group(1)) if trips else 1, per_trip))
+                n += per_trip * (int(trips.group(1)) if trips else 1)
+            elif op not in _NO_KERNEL:
+                n += 1
+        return n
+
+    whiles: list = []
+    return dict(entry=count(entry, whiles), whiles=whiles)
+
+
+def dispatch_s(compiled, *args, calls: int = 200) -> float:
+    """Median seconds of one call of an already compiled computation, dispatch to result:
+    for a computation doing (almost) nothing, the cost of calling it."""
+    import jax
+
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

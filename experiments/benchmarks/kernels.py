@@ -2,7 +2,8 @@
 lax.scan, a Python loop of jitted steps, the PyTorch loop)."""
 from __future__ import annotations
 
-from experiments.benchmarks.harness import _first_call, _jax_compile, _jax_name, _rel_err, interleaved
+from experiments.benchmarks.harness import (_first_call, _jax_compile, _jax_name, _rel_err, dispatch_s, hlo_kernels,
+                                            interleaved)
 from experiments.benchmarks.modes import LANGEVIN_STEP, MODES
 
 
@@ -130,6 +131,8 @@ def run_langevin(spec) -> dict:
         scan, info = _jax_compile(dj.langevin(efn, LANGEVIN_STEP, n_steps), params, k_run, x0, ynn_fusions=ynn)
         scan_call = lambda scan=scan: scan(params, k_run, x0).block_until_ready()  # noqa: E731
         info.update(_first_call(scan_call))
+        # The scan's while over the n_steps steps (the key splitting has a small while of its own).
+        info["kernels_per_step"] = max(k for n, k in hlo_kernels(scan.as_text())["whiles"] if n == n_steps)
         fns[f"{name} lax.scan"], infos[f"{name} lax.scan"] = scan_call, info
         if not with_loop:
             continue
@@ -139,6 +142,11 @@ def run_langevin(spec) -> dict:
         one, info = _jax_compile(lambda p, k, s: kernel(p, k, s, LANGEVIN_STEP, 1.0)[0], params, k_run, state0,
                                  ynn_fusions=ynn)
         keys = list(jax.random.split(k_run, n_steps))
+        info["kernels_per_step"] = hlo_kernels(one.as_text())["entry"]
+        # What calling a compiled step costs by itself: a computation taking the same
+        # arguments that reads one number.
+        noop, _ = _jax_compile(lambda p, k, s: s.x.reshape(-1)[0], params, k_run, state0, ynn_fusions=ynn)
+        info["dispatch_s"] = dispatch_s(noop, params, k_run, state0)
 
         def loop_call(init=init, one=one, keys=keys):
             s = init(params, x0)

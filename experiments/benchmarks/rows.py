@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import time
 
-from experiments.benchmarks.harness import _first_call, _jax_compile, _jax_name, _rel_err, interleaved
+from experiments.benchmarks.harness import _first_call, _jax_compile, _jax_name, _rel_err, interleaved, jax_train_call
 from experiments.benchmarks.kernels import run_conv_ops, run_langevin
 from experiments.benchmarks.modes import DSM_SIGMA, MDSM_SIGMA0, MDSM_SIGMAS, MODES
+from experiments.benchmarks.op_profile import run_train_mlp_ops
+from experiments.benchmarks.peers import PEER_RUNNERS
 
 
 def run_peak(spec) -> dict:
@@ -137,16 +139,7 @@ def run_train(spec) -> dict:
     for name, (loss_fn, ynn) in variants.items():
         if wanted and name not in wanted:
             continue
-        step = dj.make_train_step(loss_fn, opt)
-        state = [dj.init_train_state(params, opt, k_state)]
-        compiled, info = _jax_compile(step, state[0], x, ynn_fusions=ynn)
-
-        def call(compiled=compiled, state=state):
-            state[0], metrics = compiled(state[0], x)
-            jax.block_until_ready(metrics)
-
-        info.update(_first_call(call))
-        fns[name], infos[name] = call, info
+        fns[name], infos[name] = jax_train_call(dj.make_train_step(loss_fn, opt), params, opt, k_state, x, ynn)
     infos["torch"] = _first_call(lambda: t_step(tx))
     fns["torch"] = lambda: t_step(tx)
     timings = interleaved(fns, repeats, m["block_s"])
@@ -156,8 +149,8 @@ def run_train(spec) -> dict:
     return dict(impls=impls, sizes=cfg, check=check, unit="step", items_per_call=batch)
 
 
-RUNNERS = {"peak": run_peak, "train_mlp": run_train, "train_resnet": run_train, "conv_ops": run_conv_ops,
-           "langevin_mlp": run_langevin, "langevin_resnet": run_langevin}
+RUNNERS = {"peak": run_peak, "train_mlp": run_train, "train_mlp_ops": run_train_mlp_ops, "train_resnet": run_train, "conv_ops": run_conv_ops,
+           "langevin_mlp": run_langevin, "langevin_resnet": run_langevin, **PEER_RUNNERS}
 
 
 def run_row(spec: dict) -> dict:

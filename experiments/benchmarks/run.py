@@ -3,6 +3,7 @@
     python -m experiments.benchmarks                 # the full table (the paper-size rows)
     python -m experiments.benchmarks --quick         # smaller batches and chains (< 5 min)
     python -m experiments.benchmarks.run --out DIR   # the same entry point
+    python -m experiments.benchmarks --rows peers    # only the torchebm / blackjax rows
 
 Prints a table and writes ``DIR/benchmarks.json`` (default ``runs/benchmarks[-quick]``).
 Every row runs in a fresh subprocess (``--in-process`` runs them in this one), so a row's
@@ -45,6 +46,17 @@ Rows:
   the PyTorch loop. All evaluate ∇E n_steps + 1 times (at x0, then after every move), as
   ``dsm_jax.langevin``.
 
+  The table adds, per jax variant with a loop, the kernels per step (scan body and jitted
+  step, from the compiled HLO), the measured dispatch cost of one call, what the loop adds
+  per step, and whether scan ≥ loop.
+* ``train_mlp_ops``: the ``train_mlp`` step (ynn-off) traced with ``jax.profiler``, its
+  kernel time summed per class of XLA kernel (:mod:`experiments.benchmarks.op_profile`):
+  the largest remaining cost of the MLP step.
+* ``peers`` (``--rows peers``): ``peer_dsm_torchebm``, ``peer_langevin_torchebm``,
+  ``peer_mala_blackjax``, ``peer_ula_blackjax``: dsm_jax against torchebm and blackjax on a
+  4 × 128 softplus MLP, each checked equal first (:mod:`experiments.benchmarks.peers`);
+  "vs torch (or peer)" is then dsm_jax against the peer.
+
 Training rows first check that both frameworks compute the same thing: from the same
 initial weights (copied flax → torch) and the same noise, the first-step losses and every
 parameter gradient agree to float32 tolerance (``check`` in the JSON).
@@ -71,7 +83,9 @@ import time
 
 from experiments.benchmarks.harness import paired_speedup
 from experiments.benchmarks.kernels import CONV_OPS, resnet_conv_shapes  # noqa: F401  (the tests' names)
-from experiments.benchmarks.modes import HUGETLB_ENV, MODES, row_specs  # noqa: F401
+from experiments.benchmarks.modes import HUGETLB_ENV, MODES, PEER_ROWS, ROW_GROUPS, row_specs  # noqa: F401
+from experiments.benchmarks.op_profile import profile_lines
+from experiments.benchmarks.peers import peer_check_line
 from experiments.benchmarks.rows import run_row
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -130,12 +144,16 @@ def finish(rows: list[dict], peak: float | None) -> None:
             if row["kind"] == "conv_ops":  # each op against torch's same op and shape
                 torch = row["impls"][name.replace(v["framework"], "torch", 1)]
             v["speedup_vs_torch"] = paired_speedup(torch, v) if torch else None
+        for name, peer in row.get("vs_peer", {}).items():  # dsm_jax against torchebm / blackjax
+            row["impls"][name]["speedup_vs_peer"] = paired_speedup(row["impls"][peer], row["impls"][name])
         if row["kind"] == "conv_ops":
             row["totals"] = conv_totals(row)
         if row["kind"].startswith("langevin"):
             for k, v in row["impls"].items():  # a scan against the Python loop of the same jax variant
                 loop = row["impls"].get(k.replace(" lax.scan", " python loop")) if k.endswith(" lax.scan") else None
                 v["speedup_vs_jax_python_loop"] = paired_speedup(loop, v) if loop else None
+                if loop:  # what the loop adds per step, against what one call costs by itself
+                    v["loop_overhead_per_step_s"] = (loop["median_s"] - v["median_s"]) / row["sizes"]["steps"]
 
 
 def conv_totals(row: dict) -> dict:
@@ -157,22 +175,25 @@ def table(result: dict) -> str:
              f"(includes this run)"
              + (" (BUSY MACHINE at start: torch's OpenMP threads stall behind other processes; rerun idle)"
                 if result['loadavg_start'][0] > 0.5 else ""),
-             "", "| row | implementation | median | min | throughput | vs torch | GFLOP/s | % peak | compile s | peak RSS MiB |",
+             "", "| row | implementation | median | min | throughput | vs torch (or peer) | GFLOP/s | % peak | compile s | peak RSS MiB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         for name, v in row["impls"].items():
             if row["kind"] == "peak":
                 thr = f"{v['gflops_per_s']:.1f} GFLOP/s"
-            elif row["kind"].startswith("langevin"):
+            elif "chain_steps_per_s" in v:
                 thr = f"{v['chain_steps_per_s']:,.0f} chain-steps/s"
                 if v.get("speedup_vs_jax_python_loop"):
                     thr += f" ({v['speedup_vs_jax_python_loop']:.2f}× its loop)"
             else:
                 thr = f"{row['items_per_call'] / v['median_s']:,.0f} examples/s"
             fmt = lambda a, f="{:.2f}": "–" if a is None else f.format(a)  # noqa: E731
+            vs = fmt(v.get('speedup_vs_torch'), '{:.2f}×')
+            if v.get("speedup_vs_peer") is not None:
+                vs = f"{v['speedup_vs_peer']:.2f}× {row['vs_peer'][name]}"
             lines.append(
                 f"| {row['name']} | {name} | {v['median_s'] * 1e3:.1f} ms | {v['min_s'] * 1e3:.1f} ms | {thr} | "
-                f"{fmt(v.get('speedup_vs_torch'), '{:.2f}×')} | {fmt(v.get('gflops_per_s'), '{:.1f}')} | "
+                f"{vs} | {fmt(v.get('gflops_per_s'), '{:.1f}')} | "
                 f"{fmt(None if v.get('fraction_of_peak') is None else 100 * v['fraction_of_peak'], '{:.0f}')} | "
                 f"{fmt(v.get('compile_s'), '{:.1f}')} | {fmt(v.get('peak_rss_mib'), '{:.0f}')} |")
     checks = [(r["name"], r["check"]) for r in result["rows"] if "check" in r]
@@ -183,21 +204,46 @@ def table(result: dict) -> str:
                 f"{op} {t[op]['jax_s'] * 1e3:.0f} / {t[op]['torch_s'] * 1e3:.0f} ms ({t[op]['speedup_vs_torch']:.2f}×)"
                 for op in (*CONV_OPS, "all")) + "; max rel. difference to torch "
                 + f"{max(e for sh in r['sizes']['shapes'] for e in sh['rel_err'].values()):.1e}"]
+    lines += scan_vs_loop_lines(result)
+    for r in result["rows"]:
+        if "profile" in r:
+            lines += [""] + profile_lines(r, result["peak_gflops_per_s"])
     if checks:
         lines.append("")
         for name, c in checks:
+            if name in PEER_ROWS:
+                lines.append(f"{name}: {peer_check_line(c)}")
+                continue
             lines.append(f"{name}: first-step loss jax {c['loss_jax']:.6g} torch {c['loss_torch']:.6g} "
                          f"(rel {c['loss_rel_err']:.1e}), max parameter-gradient rel err {c['grad_max_rel_err']:.1e}")
     return "\n".join(lines)
 
 
+def scan_vs_loop_lines(result: dict) -> list[str]:
+    """Per Langevin row and jax variant: kernels per step (compiled HLO), what one call of a
+    compiled step costs by itself, what the Python loop adds per step, and scan ≥ loop."""
+    out = []
+    for row in result["rows"]:
+        for name, v in row["impls"].items():
+            loop = row["impls"].get(name.replace(" lax.scan", " python loop"))
+            if not name.endswith(" lax.scan") or loop is None or "dispatch_s" not in loop:
+                continue
+            step_s = v["median_s"] / row["sizes"]["steps"]
+            out.append(f"{row['name']} {name[:-len(' lax.scan')]}: {v['kernels_per_step']} kernels per step in the scan "
+                       f"({loop['kernels_per_step']} in the jitted step), dispatch {loop['dispatch_s'] * 1e3:.3f} ms per "
+                       f"call, the loop adds {v['loop_overhead_per_step_s'] * 1e3:.3f} ms per step to "
+                       f"{step_s * 1e3:.3f} ms; scan ≥ loop: "
+                       f"{'yes' if v['speedup_vs_jax_python_loop'] >= 1 else 'NO'} ({v['speedup_vs_jax_python_loop']:.2f}×)")
+    return [""] + out if out else []
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smaller batches/chains, fewer repeats (< 5 min)")
+    ap.add_argument("--quick", action="store_true", help="smaller batches/chains, fewer repeats")
     ap.add_argument("--tiny", action="store_true", help="toy sizes: every code path in seconds (tests)")
     ap.add_argument("--out", default=None, help="directory for benchmarks.json")
-    ap.add_argument("--rows", default=None, help="comma-separated row names to run (default: all; without "
-                    "'peak' there is no %% of peak)")
+    ap.add_argument("--rows", default=None, help="comma-separated row names or groups to run "
+                    "('peers': the torchebm and blackjax rows; default: all; without 'peak' there is no %% of peak)")
     ap.add_argument("--in-process", action="store_true", help="run rows in this process (no per-row isolation)")
     ap.add_argument("--_row", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -207,10 +253,11 @@ def main(argv=None) -> dict:
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     specs = row_specs(mode)
     if args.rows:
-        keep = set(args.rows.split(","))
+        keep = {name for word in args.rows.split(",") for name in ROW_GROUPS.get(word, (word,))}
         unknown = keep - {s["name"] for s in specs}
         if unknown:
-            raise SystemExit(f"--rows: unknown {sorted(unknown)}; choose from {[s['name'] for s in specs]}")
+            raise SystemExit(f"--rows: unknown {sorted(unknown)}; choose from {[s['name'] for s in specs]} "
+                             f"or the groups {sorted(ROW_GROUPS)}")
         specs = [s for s in specs if s["name"] in keep]
     t0 = time.perf_counter()
     load0 = os.getloadavg()
