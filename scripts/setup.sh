@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh Debian machine with Python >= 3.11:
-#   .venv with dsm-jax (editable), its test tools and the bench extra (CPU PyTorch), plus
+#   .venv with dsm-jax (editable), its test tools, the samplers extra (blackjax) and the bench
+#   extra (CPU PyTorch, torchebm), plus
 #   Debian's Fashion-MNIST IDX files.
 # Safe to re-run; each step is skipped when already done.
 set -euo pipefail
@@ -10,15 +11,15 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import dsm_jax, pytest, nbclient" >/dev/null 2>&1 \
+if ! .venv/bin/python -c "import dsm_jax, pytest, nbclient, blackjax" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.dsm_jax_installed ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test,samplers]"
   touch .venv/.dsm_jax_installed
 fi
-# PyTorch (CPU), the optional bench extra: only experiments/benchmarks and its comparison
-# tests use it, never the library; without it those 3 tests are skipped.
-if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+# The optional bench extra (CPU PyTorch, torchebm, blackjax): only experiments/benchmarks and the
+# comparison tests use it, never the library; without it those tests are skipped.
+if ! .venv/bin/python -c "import torch, torchebm" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q -e ".[bench]" \
     || echo "setup: PyTorch (bench extra) not installed; the benchmark comparison tests will be skipped" >&2
 fi
