@@ -10,8 +10,8 @@ accelerator): the first chunk compiles, the rest are timed, and steps/s is extra
 """
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import re
@@ -57,10 +57,9 @@ def _package(name: str) -> dict:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         version = None
-    try:  # installed is not importable where a module is blocked (the GPU machine's simulation)
-        importlib.import_module(_MODULES.get(name, name))
-        importable = True
-    except ImportError:
+    try:  # found without importing it (torch alone takes seconds); a blocked module is not found
+        importable = importlib.util.find_spec(_MODULES.get(name, name)) is not None
+    except (ImportError, ValueError):
         importable = False
     return {"version": version, "importable": importable}
 
@@ -85,7 +84,9 @@ def environment(sizes) -> dict:
             "backend": jax.default_backend(), "device_count": jax.device_count(),
             "local_device_count": jax.local_device_count(), "process_count": jax.process_count(),
             "devices": devices, "dsm_jax_from": os.path.dirname(dsm_jax.__file__),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""), "executable": sys.executable}
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "executable": sys.executable,
+            "summary": f"jax {jax.__version__} on {jax.default_backend()}, {jax.device_count()} device(s) "
+                       f"({', '.join(sorted({d['kind'] for d in devices}))})"}
 
 
 # ---------------------------------------------------------------------------------------
