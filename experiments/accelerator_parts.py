@@ -23,9 +23,10 @@ import numpy as np
 # Sizes per mode: "gpu" is the real check (paper sizes), "dry" runs every code path on a CPU in seconds.
 SIZES = {
     "gpu": dict(bench="full", resnet_rows=True, convs=("xla", "canonical"), warm=50, timed=200, synthetic_n=1024, toy_eval=4096,
-                toy_methods=("dde", "mdsm", "dde-generator")),
+                toy_methods=("dde", "mdsm", "dde-generator"), train_cifar10=True),
     "dry": dict(bench="tiny", resnet_rows=False, convs=("canonical",), warm=2, timed=4, synthetic_n=64, toy_eval=256,
-                toy_methods=("dde", "dde-generator")),  # mdsm: the same train_energy as dde
+                toy_methods=("dde", "dde-generator"),  # mdsm: the same train_energy as dde
+                train_cifar10=False),  # the preset is resolved and checked; training as mdsm_fashion_mnist
 }
 # Small networks and batches for the dry run, as config changes; the GPU run keeps the presets.
 DRY_CHANGES = {
@@ -313,6 +314,9 @@ def _mdsm(sizes, preset: str) -> dict:
     cfg = _preset("fashion_mnist", base, configs.PRESETS, preset, sizes,
                   {"train.steps": w + sizes["timed"], "train.steps_per_call": w})
     shape = _image_shape(fashion_mnist, cfg)
+    if preset == "cifar10" and not sizes["train_cifar10"]:
+        return {"image_shape": list(shape), "paper_steps": paper.train.steps, "trained": False,
+                "summary": f"preset found ({paper.train.steps:,} steps, images {shape}); not trained in the dry run"}
     x = _synthetic_images(shape, max(sizes["synthetic_n"], cfg.train.batch_size))
     with tempfile.TemporaryDirectory() as out:
         _, history, _ = fashion_mnist.train(cfg, x, out, False)
