@@ -35,10 +35,16 @@ def check_nonnegative(name: str, value) -> None:
 
 def check_positive_int(name: str, value, minimum: int = 1, what: str = "") -> int:
     """``value`` as an int, which must be >= ``minimum`` (default: positive); ``what`` says
-    what it counts, for the message."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        extra = f" ({what})" if what else ""
-        raise ValueError(f"`{name}` must be an int >= {minimum}{extra}, got {value!r}.")
+    what it counts, for the message. TypeError for anything but an int (a bool or an integral
+    float included: a count is never rounded), ValueError below ``minimum``."""
+    return _checked_int(name, value, minimum, f" ({what})" if what else "")
+
+
+def _checked_int(name: str, value, minimum: int, tail: str, owner: str = "") -> int:
+    """The one int check behind check_positive_int, check_optional_int and check_module_sizes."""
+    if not is_int(value) or value < minimum:
+        error = ValueError if is_int(value) else TypeError
+        raise error(f"{owner + ': ' if owner else ''}`{name}` must be an int >= {minimum}{tail}, got {value!r}.")
     return int(value)
 
 
@@ -51,15 +57,24 @@ def check_sigma_range(sigma_min, sigma_max) -> None:
         )
 
 
-def check_batched(name: str, x) -> None:
-    """``x`` must be (batch, *event) with at least one event axis."""
+def check_batched(name: str, x, per_example: bool = False) -> None:
+    """``x`` must be (batch, *event) with batch >= 1 and at least one event axis, or one example
+    of shape event (at least one axis) when ``per_example``. Shapes only (ValueError); the
+    dtype is :func:`check_floating`'s, both together :func:`check_examples`."""
     ndim = jnp.ndim(x)
+    if per_example:
+        if ndim < 1:
+            raise ValueError(f"`{name}` must be one example of shape event (at least one axis) for the "
+                             f"per_example form, got a scalar; use {name}[None] for scalar data.")
+        return
     if ndim < 2:
         raise ValueError(
             f"`{name}` must have shape (batch, *event) with at least one event axis, got "
             f"shape {jnp.shape(x)}. Add a batch axis with {name}[None] (one example) or an "
             f"event axis with {name}[:, None] (scalar data)."
         )
+    if jnp.shape(x)[0] == 0:
+        raise ValueError(f"`{name}` has an empty batch (shape {jnp.shape(x)}); pass at least one example.")
 
 
 def check_energy_output(energy, x) -> None:
@@ -130,21 +145,11 @@ def check_callable(name: str, value, signature: str | None = None, optional: boo
 
 
 def check_examples(name: str, x, per_example: bool = False) -> None:
-    """Float ``x`` of shape (batch, *event) with batch >= 1, or one example of shape event
-    (at least one axis) when ``per_example``: the form to ``jax.vmap`` over single examples."""
-    dtype = getattr(x, "dtype", None)
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        got = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
-        raise TypeError(f"`{name}` must be a floating-point array (gradients in x need real inputs), got "
-                        f"{got}; convert it with jnp.asarray({name}, jnp.float32).")
-    if per_example:
-        if jnp.ndim(x) < 1:
-            raise ValueError(f"`{name}` must be one example of shape event (at least one axis) for the "
-                             f"per_example form, got a scalar; use {name}[None] for scalar data.")
-        return
-    check_batched(name, x)
-    if jnp.shape(x)[0] == 0:
-        raise ValueError(f"`{name}` has an empty batch (shape {jnp.shape(x)}); pass at least one example.")
+    """What every function of examples checks: a floating-point ``x`` (:func:`check_floating`,
+    TypeError) of shape (batch, *event) with batch >= 1, or one example of shape event when
+    ``per_example``, the form to ``jax.vmap`` over single examples (:func:`check_batched`, ValueError)."""
+    check_floating(name, x)
+    check_batched(name, x, per_example)
 
 
 def check_sigma(name: str, sigma, strict: bool = False) -> None:
@@ -259,11 +264,7 @@ def check_prng_key(name: str, key) -> None:
 # ---------------------------------------------------------------------------------------
 def check_optional_int(name: str, value, minimum: int, meaning_of_none: str) -> int | None:
     """``value`` as an int >= ``minimum``, or None (which means ``meaning_of_none``)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, or None ({meaning_of_none}), got {value!r}.")
-    return int(value)
+    return None if value is None else _checked_int(name, value, minimum, f", or None ({meaning_of_none})")
 
 
 def check_optimizer(name: str, value) -> None:
@@ -346,16 +347,12 @@ def check_json_dict(name: str, value) -> None:
 # h2-likelihood: samplers and likelihood estimators
 
 
-def check_float_array(name: str, x) -> None:
-    """``x`` must hold floating-point numbers (Langevin moves it by fractions; grads of ints fail)."""
-    dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"`{name}` must be a floating-point array, got dtype {dtype}; pass {name}.astype(jnp.float32).")
+def check_float_array(name: str, x) -> None:  # alias: switch callers at merge (samplers.py)
+    check_floating(name, x)
 
 
-def check_nonempty_batch(name: str, x) -> None:
-    if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == 0:
-        raise ValueError(f"`{name}` is an empty batch (shape {jnp.shape(x)}); pass at least one example.")
+def check_nonempty_batch(name: str, x) -> None:  # alias: switch callers at merge (samplers.py)
+    check_batched(name, x)
 
 
 def check_all_finite(name: str, x) -> None:
@@ -429,8 +426,7 @@ def is_int(value) -> bool:
 def check_module_sizes(owner: str, minimum: int = 1, **sizes) -> None:
     """Every ``sizes`` value an int >= ``minimum``; the error names the module and the field."""
     for name, value in sizes.items():
-        if not is_int(value) or value < minimum:
-            raise ValueError(f"{owner}: `{name}` must be an int >= {minimum}, got {value!r}.")
+        _checked_int(name, value, minimum, "", owner)
 
 
 def check_shape(name: str, shape, ndim: int | None = None) -> tuple[int, ...]:
@@ -448,10 +444,13 @@ def check_shape(name: str, shape, ndim: int | None = None) -> tuple[int, ...]:
 
 
 def check_floating(name: str, x, fix: str = "") -> None:
-    """``x`` must hold floating-point values (integer pixels or labels are a unit mistake)."""
-    dtype = jnp.result_type(x)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise TypeError(f"`{name}` must be floating point, got dtype {dtype}. {fix or f'Pass {name}.astype(jnp.float32).'}")
+    """The one dtype check: ``x`` must be an array of floating-point values (gradients in x need
+    real inputs; integer pixels or labels are a unit mistake), else TypeError with ``fix``."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"dtype {dtype}" if dtype is not None else f"a {type(x).__name__}"
+        raise TypeError(f"`{name}` must be a floating-point array, got {got}; "
+                        f"{fix or f'convert it with jnp.asarray({name}, jnp.float32).'}")
 
 
 def check_images(name: str, x, expected_shape=None, value_range=(0.0, 1.0)) -> np.ndarray:
@@ -472,11 +471,7 @@ def check_images(name: str, x, expected_shape=None, value_range=(0.0, 1.0)) -> n
         )
     if len(x) == 0:
         raise ValueError(f"`{name}` is empty; pass at least one image.")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(
-            f"`{name}` must be floating point, got dtype {x.dtype}. Convert uint8 pixels with "
-            f"data.to_model_input (or x.astype(np.float32) / 255)."
-        )
+    check_floating(name, x, "convert uint8 pixels with data.to_model_input (or x.astype(np.float32) / 255).")
     finite = np.isfinite(x).reshape(len(x), -1).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)

@@ -9,8 +9,10 @@ its gradient can be taken).
 Import the helpers with ``from conftest import ...`` (pytest puts ``tests/`` on sys.path).
 
 The experiments' end-to-end runs are shared: :func:`smoke_classifier_dir` (one FD classifier
-for every image experiment's smoke run) and :func:`run_main` (a script's ``main`` with its
-printed output captured), used by module-scoped fixtures so one run serves many assertions.
+for every image experiment's smoke run), the image experiments' smoke runs themselves
+(:func:`fashion_smoke_run`, :func:`dde_smoke_run`: session fixtures, also restored by notebooks
+02/03) and :func:`run_main` (a script's ``main`` with its printed output captured), so one run
+serves many assertions.
 """
 from __future__ import annotations
 
@@ -18,26 +20,46 @@ import contextlib
 import io
 import os
 import tempfile
+import time
 
 # One XLA compilation cache per test run, shared by the xdist workers and every subprocess
 # they start (notebooks, benchmarks, 8-device and resume workers inherit the environment):
 # many tests compile the same tiny networks, and a hit skips XLA, not tracing, so the
-# trace/recompile counters the tests check are unaffected. Cold at the start of each run
-# (keyed by xdist's run id), so the measured suite time is a fresh run's.
-_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"dsm_jax_tests_xla_{_RUN}"))
+# trace/recompile counters the tests check are unaffected. Cold at the start of each run, so
+# the measured suite time is a fresh run's. The controller sets it before it starts the
+# workers (initial conftests load first), so it is keyed by the controller's pid.
+_CACHE_PREFIX = "dsm_jax_tests_xla_"
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # a cache the user named is never removed
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"{_CACHE_PREFIX}{os.getpid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # subset: 0.5 s 145 s, 0.1 s 119 s, 0 s 121 s
 
 
+def _run_ended(path: str) -> bool:
+    """A cache whose run is over: its controller's pid is gone (or, unkeyed, a day old)."""
+    suffix = os.path.basename(path)[len(_CACHE_PREFIX):]
+    if not suffix.isdigit():
+        return time.time() - os.path.getmtime(path) > 86400
+    try:
+        os.kill(int(suffix), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def pytest_sessionfinish(session, exitstatus):
-    """The controller (or a run without xdist) removes caches of runs that ended: its own
-    (no xdist) and any left over from earlier runs."""
+    """The controller (or a run without xdist) removes its own cache and those of runs that
+    ended, never one that another live test run (a second checkout, a CI job) still uses:
+    removing it made that run's every later compilation miss."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     import glob
     import shutil
-    for stale in glob.glob(os.path.join(tempfile.gettempdir(), "dsm_jax_tests_xla_*")):
-        shutil.rmtree(stale, ignore_errors=True)
+    own = os.environ["JAX_COMPILATION_CACHE_DIR"] if _OWN_CACHE else None
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{_CACHE_PREFIX}*")):
+        if path == own or _run_ended(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -248,3 +270,24 @@ def image_smoke_run(main, out, classifier_dir):
     argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={classifier_dir}"]
     metrics, printed = run_main(main, argv)
     return out, argv, metrics, printed
+
+
+# The image experiments' smoke runs, once per test session: their own tests read them, and
+# notebooks 02/03 restore them instead of training again. Every test that uses one is in the
+# xdist group IMAGE_SMOKE (pyproject sets --dist loadgroup), so one worker makes both runs and
+# the classifier they share, once.
+IMAGE_SMOKE = pytest.mark.xdist_group("image_smoke")
+
+
+@pytest.fixture(scope="session")
+def fashion_smoke_run(tmp_path_factory, smoke_classifier_dir):
+    """experiments.fashion_mnist at its smoke preset: ``(out, argv, metrics, printed)``."""
+    from experiments import fashion_mnist
+    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir)
+
+
+@pytest.fixture(scope="session")
+def dde_smoke_run(tmp_path_factory, smoke_classifier_dir):
+    """experiments.fashion_mnist_dde at its smoke preset: ``(out, argv, metrics, printed)``."""
+    from experiments import fashion_mnist_dde
+    return image_smoke_run(fashion_mnist_dde.main, tmp_path_factory.mktemp("dde"), smoke_classifier_dir)

@@ -84,8 +84,8 @@ def test_gen_every_one_steps_every_time_and_bad_gen_every():
     final, _, metrics = _trajectory(_make_step(gen_every=1), _init_state(), 4)
     assert int(final.gen_updates) == 4
     np.testing.assert_array_equal(np.asarray(metrics["gen_stepped"]), 1.0)
-    for bad in (0, -2, 1.5):
-        with pytest.raises(ValueError, match="`gen_every`"):
+    for bad, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError)):
+        with pytest.raises(error, match="`gen_every`"):
             _make_step(gen_every=bad)
 
 
@@ -204,7 +204,7 @@ def test_E_q_may_start_as_a_copy_of_E_p():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"gen_every": 0}, ValueError, r"`gen_every` must be an int >= 1"),
-    ({"gen_every": 2.5}, ValueError, r"`gen_every` must be an int >= 1"),
+    ({"gen_every": 2.5}, TypeError, r"`gen_every` must be an int >= 1"),
     ({"train_p": "no"}, TypeError, r"`train_p` must be True or False"),
     ({"energy_fn": None}, TypeError, r"`energy_fn` must be a function \(params, x\)"),
     ({"generator_fn": "G"}, TypeError, r"`generator_fn` must be a function \(gen_params, z\)"),

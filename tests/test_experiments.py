@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import image_smoke_run, run_main
+from conftest import IMAGE_SMOKE, run_main
 
 from dsm_jax import config, runlog
 from dsm_jax import toy as toys
@@ -137,11 +137,12 @@ FASHION_KEYS = ("fd", "fd_floor", "fd_gaussian_baseline", "classifier_accuracy",
 FASHION_SMOKE = dataclasses.replace(fashion_mnist.FashionConfig(), **fashion_mnist.PRESETS["smoke"])
 
 
-@pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory, smoke_classifier_dir):
-    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir)[:3]
+@pytest.fixture
+def fashion_run(fashion_smoke_run):
+    return fashion_smoke_run[:3]
 
 
+@IMAGE_SMOKE
 def test_fashion_mnist_smoke_writes_metrics(fashion_run):
     out, _, metrics = fashion_run
     saved = json.loads((out / "metrics.json").read_text())
@@ -157,6 +158,7 @@ def test_fashion_mnist_smoke_writes_metrics(fashion_run):
     assert steps[-1] == saved["train_steps"]
 
 
+@IMAGE_SMOKE
 def test_fashion_mnist_smoke_writes_images_and_samples(fashion_run):
     out, _, _ = fashion_run
     for png in ("samples.png", "inpainting.png", "loss.png", "train_grid_000020.png"):
@@ -164,6 +166,7 @@ def test_fashion_mnist_smoke_writes_images_and_samples(fashion_run):
     assert np.load(out / "samples.npz")["samples"].shape == (FASHION_SMOKE.sampler.n_samples, 32, 32, 1)
 
 
+@IMAGE_SMOKE
 def test_fashion_mnist_smoke_resumes_its_finished_checkpoint(fashion_run):
     # Training again into the same directory finds the finished checkpoint: no step runs.
     out, argv, _ = fashion_run

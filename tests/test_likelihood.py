@@ -365,8 +365,8 @@ def test_bad_inputs():
         dj.estimate_log_z(E, params, key, (2,), method="is")  # A is 3×3
     with pytest.raises(ValueError, match="event_shape"):
         dj.estimate_log_z(E, params, key, (), method="is")
-    for bad in (0, -5, 2.5):
-        with pytest.raises(ValueError, match="n_samples"):
+    for bad, error in ((0, ValueError), (-5, ValueError), (2.5, TypeError)):  # a wrong type is a TypeError
+        with pytest.raises(error, match="n_samples"):
             dj.estimate_log_z(E, params, key, (3,), method="is", n_samples=bad)
     with pytest.raises(ValueError, match="multiple of `n_batches`"):
         dj.estimate_log_z(E, params, key, (3,), method="is", n_samples=1001)
@@ -606,11 +606,9 @@ def test_bad_input_sweep():
         ("`n`", lambda: dj.grid_log_z(E, params, (1,), bounds=(-1, 1), n=2)),
         ("chunk_size", lambda: dj.grid_log_z(E, params, (1,), bounds=(-1, 1), chunk_size=0)),
         ("bounds", lambda: dj.grid_log_z(E, params, (1,), bounds=(0.0, float("nan")))),
-        ("`x` must be a floating-point", lambda: dj.log_likelihood(E, params, np.zeros((4, 3), np.int32), 0.0)),
-        ("`x` is an empty batch", lambda: dj.log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
-        ("`x_test` must be a floating-point",
-         lambda: dj.evaluate_log_likelihood(E, params, np.zeros((4, 3), np.int64), 0.0)),
-        ("at least 2", lambda: dj.evaluate_log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
+        ("`x` has an empty batch", lambda: dj.log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
+        ("`x_test` has an empty batch", lambda: dj.evaluate_log_likelihood(E, params, np.zeros((0, 3), np.float32), 0.0)),
+        ("at least 2", lambda: dj.evaluate_log_likelihood(E, params, np.zeros((1, 3), np.float32), 0.0)),
         ("chunk_size", lambda: dj.evaluate_log_likelihood(E, params, data, 0.0, chunk_size=0)),
         ("log_z_stderr", lambda: dj.evaluate_log_likelihood(E, params, data, 0.0, -1.0)),
         ("kind", lambda: lk.fit_gaussian(data, 0.5, "cholesky")),
@@ -623,6 +621,13 @@ def test_bad_input_sweep():
     ]
     for match, call in sweep:
         with pytest.raises(ValueError, match=match):
+            call()
+    for match, call in [  # a wrong dtype is a TypeError
+        ("`x` must be a floating-point", lambda: dj.log_likelihood(E, params, np.zeros((4, 3), np.int32), 0.0)),
+        ("`x_test` must be a floating-point",
+         lambda: dj.evaluate_log_likelihood(E, params, np.zeros((4, 3), np.int64), 0.0)),
+    ]:
+        with pytest.raises(TypeError, match=match):
             call()
     with pytest.raises(TypeError, match="`key` must be one PRNG key"):  # a float array is not a key
         lk.make_is_log_z(E, (3,), **SMALL_IS)(params, jnp.zeros(5))

@@ -1,4 +1,5 @@
-"""Execute every notebook at small settings (DSM_JAX_NOTEBOOK_SMALL=1).
+"""Execute every notebook at small settings (DSM_JAX_NOTEBOOK_SMALL=1); the two image tours
+restore the image experiments' smoke runs (DSM_JAX_NOTEBOOK_RUN) instead of training again.
 
 The expected set is written out, so a deleted or renamed notebook fails here instead of
 silently dropping out of the parametrisation; the README names the same four.
@@ -7,6 +8,7 @@ import os
 
 import nbformat
 import pytest
+from conftest import IMAGE_SMOKE
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,11 +58,26 @@ def test_notebook_problems_catches_errors_and_skipped_cells():
     assert notebook_problems(nb) == []
 
 
-@pytest.mark.parametrize("name", EXPECTED)
-def test_notebook_executes(name, monkeypatch):
+# The image tours restore the experiments' smoke runs (session fixtures their own tests share)
+# instead of training their small networks again, and score with the classifier those runs cached.
+SMOKE_RUNS = {"02_fashion_mnist_mdsm.ipynb": "fashion_smoke_run", "03_dde_generator.ipynb": "dde_smoke_run"}
+
+
+def printed(nb) -> str:
+    return "".join(out.get("text", "") for cell in nb.cells if cell.cell_type == "code"
+                   for out in cell.get("outputs", []) if out.get("output_type") == "stream")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=IMAGE_SMOKE) if n in SMOKE_RUNS else n for n in EXPECTED])
+def test_notebook_executes(name, monkeypatch, request):
     monkeypatch.setenv("DSM_JAX_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    if name in SMOKE_RUNS:
+        run_dir = request.getfixturevalue(SMOKE_RUNS[name])[0]
+        monkeypatch.setenv("DSM_JAX_NOTEBOOK_RUN", str(run_dir))
     nb = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
     assert any(c.cell_type == "code" for c in nb.cells), f"{name} has no code cells"
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}).execute()
     assert notebook_problems(nb) == []
+    if name in SMOKE_RUNS:  # the run was restored, not silently trained again
+        assert f"from {run_dir}" in printed(nb), printed(nb)[-2000:]

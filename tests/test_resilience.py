@@ -287,13 +287,13 @@ def test_read_log_deduplicates_resumed_steps_and_survives_a_cut_line(tmp_path):
 # ---------------------------------------------------------------------------------------
 # Bad input refused before compute
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("keep, message", [
-    (0, r"`keep` must be an int >= 1, or None \(keep every checkpoint\), got 0"),  # orbax: delete each save
-    (-1, r"`keep` must be an int >= 1"),
-    (2.0, r"`keep` must be an int >= 1"),
+@pytest.mark.parametrize("keep, error, message", [
+    (0, ValueError, r"`keep` must be an int >= 1, or None \(keep every checkpoint\), got 0"),  # orbax: delete each save
+    (-1, ValueError, r"`keep` must be an int >= 1"),
+    (2.0, TypeError, r"`keep` must be an int >= 1"),
 ])
-def test_checkpoints_refuse_a_keep_that_would_delete_them(tmp_path, keep, message):
-    with pytest.raises(ValueError, match=message):
+def test_checkpoints_refuse_a_keep_that_would_delete_them(tmp_path, keep, error, message):
+    with pytest.raises(error, match=message):
         checkpoint.Checkpoints(str(tmp_path / "ckpt"), keep=keep)
     assert not (tmp_path / "ckpt").exists()
 
@@ -358,7 +358,7 @@ def test_check_images_refuses_bad_data_naming_the_fix():
         data.check_images("x", good[..., 0])
     with pytest.raises(ValueError, match=r"images of shape \(32, 32, 1\), got \(28, 28, 1\).*to_model_input"):
         data.check_images("x", good[:, :28, :28], (32, 32, 1))
-    with pytest.raises(TypeError, match=r"floating point, got dtype uint8.*/ 255"):
+    with pytest.raises(TypeError, match=r"floating-point array, got dtype uint8.*/ 255"):
         data.check_images("x", (good * 255).astype(np.uint8))
     bad = good.copy()
     bad[2, 3, 4, 0] = np.nan

@@ -347,10 +347,10 @@ class BadInputTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="`step_size`"):
             dj.langevin(quadratic_energy, np.full(4, 0.1), 3)  # wrong schedule length
 
-    @parameterized.parameters(0, -3, 2.0, True)
-    def test_n_steps(self, n):
+    @parameterized.parameters((0, ValueError), (-3, ValueError), (2.0, TypeError), (True, TypeError))
+    def test_n_steps(self, n, error):  # a wrong type is a TypeError, a wrong value a ValueError
         for factory in (dj.langevin, dj.mala):
-            with pytest.raises(ValueError, match="`n_steps`"):
+            with pytest.raises(error, match="`n_steps`"):
                 factory(quadratic_energy, 0.1, n)
 
     def test_temperatures(self):
@@ -559,9 +559,9 @@ class BadInputSweepTest(parameterized.TestCase):
         temps = np.ones(3, np.float32)
         for fn in (dj.langevin(quadratic_energy, 0.1, 3), dj.mala(quadratic_energy, 0.1, 3),
                    dj.annealed_langevin(quadratic_energy, 0.1, 3, temperatures=temps)):
-            with pytest.raises(ValueError, match="`x0` must be a floating-point"):
+            with pytest.raises(TypeError, match="`x0` must be a floating-point"):
                 fn(P2, key, np.zeros((4, 2), np.int32))
-            with pytest.raises(ValueError, match="`x0` is an empty batch"):
+            with pytest.raises(ValueError, match="`x0` has an empty batch"):
                 fn(P2, key, np.zeros((0, 2), np.float32))
             for bad in (np.array([1.0, 0.5], np.float32), np.array([1.0, np.nan], np.float32)):
                 with pytest.raises(ValueError, match="`free_mask` (must hold|holds .* NaN values; a mask must hold) only 0 and 1"):
@@ -570,11 +570,11 @@ class BadInputSweepTest(parameterized.TestCase):
         with pytest.raises(ValueError, match="`free_mask` (must hold|holds .* NaN values; a mask must hold) only 0 and 1"):
             inpaint(P2, key, np.zeros((4, 2), np.float32), free_mask=np.array([2.0, 0.0], np.float32))
 
-    @parameterized.parameters(0, -2, 1.5, None)
-    def test_counts_in_sample_in_chunks(self, bad):
+    @parameterized.parameters((0, ValueError), (-2, ValueError), (1.5, TypeError), (None, TypeError))
+    def test_counts_in_sample_in_chunks(self, bad, error):  # a wrong type is a TypeError, a wrong value a ValueError
         init = lambda k, m: np.zeros((m, 2), np.float32)  # noqa: E731
         fn = dj.langevin(quadratic_energy, 0.1, 2)
-        with pytest.raises(ValueError, match="`n`"):
+        with pytest.raises(error, match="`n`"):
             dj.sample_in_chunks(fn, P2, jax.random.key(0), init, bad, 2)
-        with pytest.raises(ValueError, match="`chunk_size`"):
+        with pytest.raises(error, match="`chunk_size`"):
             dj.sample_in_chunks(fn, P2, jax.random.key(0), init, 4, bad)

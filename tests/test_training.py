@@ -310,9 +310,9 @@ class _NoStep(NamedTuple):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"keep_checkpoints": -1}, ValueError, r"`keep_checkpoints` must be an int >= 1, or None"),
     ({"keep_checkpoints": 0}, ValueError, r"`keep_checkpoints` must be an int >= 1"),  # 0 deleted every checkpoint
-    ({"keep_checkpoints": "3"}, ValueError, r"`keep_checkpoints` must be an int"),
+    ({"keep_checkpoints": "3"}, TypeError, r"`keep_checkpoints` must be an int"),
     ({"checkpoint_every": -1}, ValueError, r"`checkpoint_every` must be an int >= 0, or None \(never save\)"),
-    ({"checkpoint_every": 2.5}, ValueError, r"`checkpoint_every` must be an int"),
+    ({"checkpoint_every": 2.5}, TypeError, r"`checkpoint_every` must be an int"),
     ({"checkpoint_dir": "FILE"}, ValueError, r"`checkpoint_dir` = .* is an existing file, not a directory"),
     ({"checkpoint_dir": 3}, TypeError, r"`checkpoint_dir` must be a non-empty path"),
     ({"log_path": "DIR"}, ValueError, r"`log_path` = .* is a directory"),
@@ -328,8 +328,8 @@ class _NoStep(NamedTuple):
     ({"compiler_options": "fast"}, TypeError, r"`compiler_options` must be a dict or None"),
     ({"mesh": "all"}, ValueError, r"`mesh` must be 'auto', None or a jax.sharding.Mesh"),
     ({"steps_per_call": -1}, ValueError, r"`steps_per_call` must be an int >= 1"),
-    ({"n_steps": 2.5}, ValueError, r"`n_steps` must be an int >= 1"),
-    ({"n_steps": True}, ValueError, r"`n_steps` must be an int >= 1"),
+    ({"n_steps": 2.5}, TypeError, r"`n_steps` must be an int >= 1"),
+    ({"n_steps": True}, TypeError, r"`n_steps` must be an int >= 1"),
     ({"step_fn": None}, TypeError, r"`step_fn` must be a function"),
     ({"state": _NoStep(jnp.zeros(()))}, TypeError, r"`state` must have a `step` field"),
 ])
@@ -349,7 +349,6 @@ def test_fit_refuses_bad_arguments_before_compute(tmp_path, kwargs, error, messa
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"total_steps": 0, "final_lr": 1e-5}, r"`total_steps` must be an int >= 1"),  # was optax's raw error
-    ({"total_steps": 2.5, "final_lr": 1e-5}, r"`total_steps` must be an int >= 1"),
     ({"b1": 1.5}, r"`b1` must be a number in \[0, 1\)"),  # was accepted
     ({"b1": -0.1}, r"`b1` must be a number in \[0, 1\)"),
     ({"b2": 1.0}, r"`b2` must be a number in \[0, 1\)"),
@@ -364,6 +363,8 @@ def test_adam_refuses_bad_arguments(kwargs, message):
     kwargs = {"learning_rate": 1e-3, **kwargs}
     with pytest.raises(ValueError, match=message):
         dj.adam(**kwargs)
+    with pytest.raises(TypeError, match=r"`total_steps` must be an int >= 1"):  # a wrong type, never rounded
+        dj.adam(1e-3, total_steps=2.5, final_lr=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

@@ -75,8 +75,7 @@ def train_classifier(
     t0 = time.perf_counter()
     images = check_images("images", images)
     labels = check_labels("labels", labels, len(images))
-    if not validation.is_int(seed) or seed < 0:
-        raise ValueError(f"`seed` must be an int >= 0, got {seed!r}.")
+    validation.check_positive_int("seed", seed, minimum=0)
     steps = validation.check_positive_int("steps", steps)
     batch_size = validation.check_positive_int("batch_size", batch_size)
     validation.check_positive("learning_rate", learning_rate)

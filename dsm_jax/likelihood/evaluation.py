@@ -17,9 +17,7 @@ def log_likelihood(energy_fn: EnergyFn, params, x, log_z):
 
     A concrete ``x`` with NaN/inf is refused; under jit it cannot be checked (its rows come
     out non-finite)."""
-    validation.check_batched("x", x)
-    validation.check_nonempty_batch("x", x)
-    validation.check_float_array("x", x)
+    validation.check_examples("x", x)
     validation.check_all_finite("x", x)
     e = energy_fn(params, x)
     validation.check_energy_output(e, x)
@@ -45,8 +43,7 @@ def noisy_test_scores(score_fn, params, x, key, sigma: float, n_draws: int, chun
     """Score the σ-smoothed test set: ``score_fn(params, x̃) -> tuple of (batch,) arrays`` on
     ``x̃ = x + σε`` for ``n_draws`` independent draws of ε, ``chunk_size`` examples at a time
     (jitted once per call). Returns one numpy float64 array ``(n_draws, n)`` per output."""
-    validation.check_batched("x", x)
-    validation.check_float_array("x", x)
+    validation.check_examples("x", x)
     validation.check_all_finite("x", x)
     validation.check_nonnegative("sigma", sigma)
     n_draws = validation.check_positive_int("n_draws", n_draws)
@@ -104,11 +101,10 @@ def evaluate_log_likelihood(
     (test-sample part only), ``bits_per_dim``, ``bits_per_dim_stderr``, ``log_z``,
     ``log_z_stderr``, ``n``, ``dim``. The energy is evaluated in chunks of ``chunk_size``.
     """
-    validation.check_batched("x_test", x_test)
+    validation.check_examples("x_test", x_test)
     n = int(jnp.shape(x_test)[0])
     if n < 2:
         raise ValueError(f"`x_test` needs at least 2 examples for a standard error, got {n}.")
-    validation.check_float_array("x_test", x_test)
     validation.check_all_finite("x_test", x_test)
     chunk_size = validation.check_positive_int("chunk_size", chunk_size)
     validation.check_nonnegative("log_z_stderr", log_z_stderr)
