@@ -347,14 +347,6 @@ def check_json_dict(name: str, value) -> None:
 # h2-likelihood: samplers and likelihood estimators
 
 
-def check_float_array(name: str, x) -> None:  # alias: switch callers at merge (samplers.py)
-    check_floating(name, x)
-
-
-def check_nonempty_batch(name: str, x) -> None:  # alias: switch callers at merge (samplers.py)
-    check_batched(name, x)
-
-
 def check_all_finite(name: str, x) -> None:
     """Refuse NaN/inf in a concrete array (they would turn every mean into NaN silently)."""
     if x is None or not is_concrete(x):
@@ -526,9 +518,8 @@ def check_count(name: str, value, available: int, what: str) -> int:
 # --- s17-samplers: clamping boxes, MCMC draws for ESS/R-hat, the optional blackjax extra.
 def check_chain_start(x0, free_mask) -> None:
     """A chain's starting batch and its optional 0/1 ``free_mask`` (every sampler and warm-up)."""
-    check_batched("x0", x0)
-    check_nonempty_batch("x0", x0)
-    check_float_array("x0", x0)
+    check_batched("x0", x0)  # shape first: a scalar x0 is a shape mistake before a dtype one
+    check_floating("x0", x0)
     check_mask("free_mask", free_mask, x0)
     check_binary_mask("free_mask", free_mask)
 
@@ -578,7 +569,7 @@ def check_draws(name: str, draws, min_chains: int, min_draws: int = 4):
     if shape[0] < min_chains or shape[1] < min_draws:
         raise ValueError(f"`{name}` has {shape[0]} chain(s) × {shape[1]} draw(s) (shape {shape}); this needs at "
                          f"least {min_chains} chains and {min_draws} draws (axis 0 = chains, axis 1 = draws).")
-    check_float_array(name, draws)
+    check_floating(name, draws)
     if is_concrete(draws) and not np.all(np.isfinite(np.asarray(draws, np.float64))):
         raise ValueError(f"`{name}` holds NaN/inf draws; drop the non-finite chains first (see StepInfo.n_nonfinite).")
     return jnp.asarray(draws)

@@ -86,8 +86,8 @@ def test_thin_on_mala_and_annealed_and_bad_values():
         P2, key, x0)
     chex.assert_shape(ia.trajectory, (4, 2, 2))
     np.testing.assert_array_equal(ia.trajectory[:, -1], xa)
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError, match="`thin`"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="`thin`"):  # a wrong value: ValueError; not an int: TypeError
             dj.langevin_with_info(quadratic_energy, 0.1, 5, thin=bad)
 
 
@@ -203,7 +203,7 @@ def test_ess_and_rhat_check_their_draws():
             fn(np.zeros(8, np.float32))
         with pytest.raises(ValueError, match="`draws` has 2 chain\\(s\\) × 3 draw"):
             fn(good[:, :3])
-        with pytest.raises(ValueError, match="`draws` must be a floating-point"):
+        with pytest.raises(TypeError, match="`draws` must be a floating-point"):
             fn(good.astype(np.int32))
         bad = good.copy()
         bad[0, 1, 2] = np.nan
