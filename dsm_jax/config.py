@@ -329,10 +329,11 @@ def resume_ignored(cls) -> tuple[str, ...]:
 
 
 def fingerprint(config, ignore: Sequence[str] = ()) -> dict:
-    """The config fields that shape a training run (those not marked ``resume=False``, and not
-    in ``ignore``), for ``fit(..., fingerprint=...)``: a checkpoint written under another
-    fingerprint is refused on resume instead of silently mixing two runs. Keyed by the old flat
-    names with their old values, so checkpoints written before configs were nested resume."""
+    """The config fields that shape a training run (those not marked ``resume=False``, not
+    ``added`` fields at their default, and not in ``ignore``), for ``fit(..., fingerprint=...)``:
+    a checkpoint written under another fingerprint is refused on resume instead of silently
+    mixing two runs. Keyed by the old flat names with their old values, so checkpoints written
+    before configs were nested resume."""
     flat = to_legacy(config)
     skip = set(ignore)
     return {leaf.legacy: flat[leaf.legacy] for leaf in leaves(type(config))

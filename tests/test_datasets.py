@@ -150,6 +150,13 @@ try:
     d.load_arrays("mnist", "train")
 except FileNotFoundError as e:
     message_mnist = str(e)
+# MDSM's CIFAR-10 preset builds its model without data or tfds (synthetic-data runs need this)
+import jax
+from dsm_jax import config as cfgs
+from experiments import fashion_mnist as fm
+cfg = cfgs.with_preset(fm.FashionConfig(), fm.PRESETS, "cifar10")
+assert jax.eval_shape(lambda: fm.init_fn(cfg)(jax.random.key(0), 2)).shape == (2, 32, 32, 3)
+assert "tensorflow_datasets" not in [m for m, v in sys.modules.items() if v is not None]
 np.savez(out, x=x, y=y, xt=xt, yt=yt, xm=xm, ym=ym, message=message, message_mnist=message_mnist)
 """
 
