@@ -11,7 +11,10 @@ Field metadata says what a field is, instead of hand-kept lists beside the confi
   group's ``legacy_prefix`` + the field name), so old ``--set`` names and the ``config.json``
   of earlier runs still load (with a :class:`FutureWarning`, shown by default), and code
   reading ``cfg.old_name`` still works (with a :class:`DeprecationWarning`);
-* ``legacy_none=0`` (or ``""``): the old "0 / empty means auto" value, now ``None``.
+* ``legacy_none=0`` (or ``""``): the old "0 / empty means auto" value, now ``None``;
+* ``added=True``: a field added after runs were checkpointed, whose default is what those runs
+  did: left out of the :func:`fingerprint` while it holds its default, so their checkpoints
+  still resume (any other value is fingerprinted as usual).
 
 Every value a user can type is checked where it enters: an unknown field, a value of the
 wrong type (``--set train.steps=abc``) and, through each config's ``validate``, values out of
@@ -34,9 +37,11 @@ def group(cls, legacy_prefix: str = "", **metadata):
     return dataclasses.field(default_factory=cls, metadata={"legacy_prefix": legacy_prefix, **metadata})
 
 
-def field(default, *, resume: bool = True, legacy: str | None = None, legacy_none=None):
+def field(default, *, resume: bool = True, legacy: str | None = None, legacy_none=None, added: bool = False):
     """A leaf field with its metadata (see the module docstring)."""
     meta = {"resume": resume}
+    if added:
+        meta["added_default"] = default
     if legacy is not None:
         meta["legacy"] = legacy
     if legacy_none is not None:
@@ -324,14 +329,16 @@ def resume_ignored(cls) -> tuple[str, ...]:
 
 
 def fingerprint(config, ignore: Sequence[str] = ()) -> dict:
-    """The config fields that shape a training run (those not marked ``resume=False``, and not
-    in ``ignore``), for ``fit(..., fingerprint=...)``: a checkpoint written under another
-    fingerprint is refused on resume instead of silently mixing two runs. Keyed by the old flat
-    names with their old values, so checkpoints written before configs were nested resume."""
+    """The config fields that shape a training run (those not marked ``resume=False``, not
+    ``added`` fields at their default, and not in ``ignore``), for ``fit(..., fingerprint=...)``:
+    a checkpoint written under another fingerprint is refused on resume instead of silently
+    mixing two runs. Keyed by the old flat names with their old values, so checkpoints written
+    before configs were nested resume."""
     flat = to_legacy(config)
     skip = set(ignore)
     return {leaf.legacy: flat[leaf.legacy] for leaf in leaves(type(config))
-            if leaf.metadata.get("resume", True) and leaf.legacy not in skip and leaf.path not in skip}
+            if leaf.metadata.get("resume", True) and leaf.legacy not in skip and leaf.path not in skip
+            and not ("added_default" in leaf.metadata and get(config, leaf.path) == leaf.metadata["added_default"])}
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """MDSM on Fashion-MNIST: train the ResNet energy, sample with annealed Langevin, inpaint,
 and score the samples with a classifier-feature Fréchet distance.
 
+Any prepared image set runs with ``--set data.dataset=NAME`` (``mnist``, ``cifar10``, ...;
+docs/datasets.md): shapes and channels follow the data, and the FD classifier is trained
+on that set.
+
 Writes to ``--out``: ``metrics.json`` (fd, fd_floor, fd_gaussian_baseline, fd_train,
 classifier_accuracy, inception_score, inpainting_psnr per mask with its baselines,
 train_steps, train_seconds, sample_seconds, ...), ``metrics.jsonl`` (training curve),
@@ -12,6 +16,7 @@ The config (groups data, model, train, sampler, inpaint) is in
     python -m experiments.fashion_mnist                  # default CPU preset (< 60 min, 2 cores)
     python -m experiments.fashion_mnist --preset smoke   # < 3 min: a few steps of everything
     python -m experiments.fashion_mnist --preset paper   # MDSM's settings (GPU/TPU)
+    python -m experiments.fashion_mnist --preset cifar10 # MDSM's CIFAR-10 paper run (GPU/TPU, TFDS cifar10)
     python -m experiments.fashion_mnist --data_dir DIR   # IDX files from elsewhere
 """
 from __future__ import annotations
@@ -32,7 +37,6 @@ from experiments.configs.fashion_mnist import PRESETS, FashionConfig
 
 __all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "make_sampler", "results_table", "data"]
 RESUME_IGNORED = cfgs.resume_ignored(FashionConfig)  # deprecated: read the `resume` field metadata instead
-IMAGE_SHAPE = common.IMAGE_SHAPE
 
 
 def energy_module(cfg, conv_impl: str) -> dj.ResNetEnergy:
@@ -61,12 +65,13 @@ def optimizer(cfg):
 
 
 def init_fn(cfg):
-    s = cfg.sampler
-    return lambda key, n: s.init_mean + s.init_std * jax.random.normal(key, (n, *IMAGE_SHAPE))
+    s, shape = cfg.sampler, common.image_shape(cfg.data)  # the data's shape: (32, 32, 1), (32, 32, 3), ...
+    return lambda key, n: s.init_mean + s.init_std * jax.random.normal(key, (n, *shape))
 
 
 def _init_state(cfg, module, k_init, k_train):
-    return dj.init_train_state(dj.init_params(module, k_init, IMAGE_SHAPE), optimizer(cfg), k_train,
+    params = dj.init_params(module, k_init, common.image_shape(cfg.data))
+    return dj.init_train_state(params, optimizer(cfg), k_train,
                                ema=cfg.train.ema_decay is not None)
 
 
@@ -77,7 +82,7 @@ def train(cfg, x_train, out, progress):
     module = energy_module(cfg, cfg.model.train_conv)
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     state = _init_state(cfg, module, k_init, k_train)
-    loss_fn = dj.mdsm_loss(dj.energy_fn_of(module), t.sigma_min, t.sigma_max, t.sigma0)
+    loss_fn = dj.mdsm_loss(dj.energy_fn_of(module), t.sigma_min, t.sigma_max, t.sigma0, spacing=t.sigma_spacing)
     mesh = parallel.resolve_mesh("auto")  # data-parallel over all devices (None on one device)
     step = dj.make_train_step(loss_fn, optimizer(cfg), ema_decay=t.ema_decay, skip_nonfinite=t.skip_nonfinite,
                               mesh=mesh)
@@ -173,18 +178,18 @@ def main(argv=None):
             f"{sample_info['first_nonfinite_step']}); lower `sampler.step_size` or `sampler.t_high`.")
     np.savez_compressed(os.path.join(out, "samples.npz"), samples=samples)
     plotting.image_grid(os.path.join(out, "samples.png"), samples[:100], n_cols=10,
-                        title=f"MDSM, {cfg.train.steps} steps, {n_sampler_steps} Langevin steps")
+                        title=f"MDSM on {cfg.data.dataset}, {cfg.train.steps} steps, {n_sampler_steps} Langevin steps")
     fd = images.score(samples, k_fd)
     psnr, inpaint_rows = inpaint(cfg, energy_fn, params, images.x_test, images.x_train, k_inpaint)
     plotting.image_grid(os.path.join(out, "inpainting.png"), inpaint_rows, n_cols=8,
                         title="per mask: truth / observed / MDSM / nearest training image")
     # The curve from the log, not this call's history: a resumed run only ran its tail.
     plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": runlog.read_log(os.path.join(out, "metrics.jsonl"))},
-                         "fashion_mnist")
+                         cfg.data.dataset)
     metrics = {
         **fd, "classifier_accuracy": images.clf_info["test_accuracy"], "inpainting_psnr": psnr,
-        "train_steps": cfg.train.steps, "train_seconds": train_s, "sample_seconds": sample_s,
-        "n_samples": s.n_samples, "sampler_steps": n_sampler_steps,
+        "dataset": cfg.data.dataset, "train_steps": cfg.train.steps, "train_seconds": train_s,
+        "sample_seconds": sample_s, "n_samples": s.n_samples, "sampler_steps": n_sampler_steps,
         "final_loss": history[-1].get("loss") if history else None,
     }
     common.write_json(os.path.join(out, "metrics.json"), metrics)

@@ -54,7 +54,8 @@ def build_calls(cfg: CompareConfig):
     z = dde_exp.latent_sampler(d_cfg, cfg.generator_chunk)(k_gen)
     d_sampler, d_steps = dde_exp.make_density_sampler(d_cfg, dj.energy_fn_of(dde_exp.energy_module(d_cfg)))
     d = d_cfg.density
-    d_x0 = d.init_mean + d.init_std * jax.random.normal(k_density, (cfg.density_chunk, *dde_exp.IMAGE_SHAPE))
+    d_x0 = d.init_mean + d.init_std * jax.random.normal(k_density,
+                                                        (cfg.density_chunk, *common.image_shape(d_cfg.data)))
 
     calls = {
         "mdsm": lambda: m_sampler(m_params, k_mdsm, m_x0)[0],

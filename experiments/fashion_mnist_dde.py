@@ -54,7 +54,6 @@ __all__ = ["ARCHS", "CLASS_FIELDS", "PRESETS", "DDEFashionConfig", "main", "trai
            "energy_module", "generator_module", "latent_sampler", "optimizers", "sigma_of", "density_temperatures",
            "make_density_sampler", "results_table", "refuse_nonfinite", "data"]
 RESUME_IGNORED = cfgs.resume_ignored(DDEFashionConfig)  # deprecated: read the `resume` field metadata instead
-IMAGE_SHAPE = common.IMAGE_SHAPE
 
 
 def generator_monitor(cfg, generator_fn, clf_params, x_test, y_test):

@@ -5,7 +5,7 @@ import jax
 
 import dsm_jax as dj
 from dsm_jax import nets
-from experiments.common import IMAGE_SHAPE
+from experiments.common import image_shape
 from experiments.configs.fashion_mnist_dde import ARCHS
 
 
@@ -22,9 +22,9 @@ def energy_module(cfg):
 def generator_module(cfg):
     m, g = cfg.model, cfg.gen
     if m.arch == "densenet":
-        return nets.DenseNetGenerator(g.depth, g.growth, IMAGE_SHAPE, m.activation, g.init_scale)
+        return nets.DenseNetGenerator(g.depth, g.growth, image_shape(cfg.data), m.activation, g.init_scale)
     if m.arch == "conv":
-        return nets.ConvGenerator(g.conv_width, 3, IMAGE_SHAPE, conv_impl=m.conv_impl)
+        return nets.ConvGenerator(g.conv_width, 3, image_shape(cfg.data), conv_impl=m.conv_impl)
     raise ValueError(f"Unknown `model.arch` {m.arch!r}; choose one of {ARCHS}.")
 
 
@@ -49,8 +49,8 @@ def optimizers(cfg):
 def init_state(cfg) -> dj.DDEState:
     k_g, k_p, k_q, k_state = jax.random.split(jax.random.key(cfg.seed), 4)
     gen_opt, energy_opt = optimizers(cfg)
-    energy = energy_module(cfg)
+    energy, shape = energy_module(cfg), image_shape(cfg.data)
     return dj.init_dde_state(
         dj.init_params(generator_module(cfg), k_g, (cfg.gen.latent_dim,)),
-        dj.init_params(energy, k_p, IMAGE_SHAPE), dj.init_params(energy, k_q, IMAGE_SHAPE),
+        dj.init_params(energy, k_p, shape), dj.init_params(energy, k_q, shape),
         gen_opt, energy_opt, k_state)

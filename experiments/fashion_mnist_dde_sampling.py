@@ -11,7 +11,7 @@ import numpy as np
 import dsm_jax as dj
 from dsm_jax import parallel, plotting
 from experiments import common
-from experiments.common import IMAGE_SHAPE
+from experiments.common import image_shape
 from experiments.fashion_mnist_dde_nets import energy_module, latent_sampler
 
 # what image_metrics.fd_report(..., test_labels=...) adds: the classifier's class split of the samples
@@ -62,7 +62,7 @@ def density_samples(cfg, energy_fn, p_params, key, progress):
     """E_p's Langevin + Tweedie samples and the seconds per 1,000 (after a compiling chunk)."""
     d = cfg.density
     sampler, n_steps = make_density_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
-    init = lambda k, m: d.init_mean + d.init_std * jax.random.normal(k, (m, *IMAGE_SHAPE))  # noqa: E731
+    init = lambda k, m: d.init_mean + d.init_std * jax.random.normal(k, (m, *image_shape(cfg.data)))  # noqa: E731
     chunk = min(d.chunk, d.n_samples)
     out = {}
 

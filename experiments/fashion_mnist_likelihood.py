@@ -182,6 +182,9 @@ def main(argv=None):
     t_start, seconds = time.perf_counter(), {}
     kind, run_cfg, energy_fn, params, step = load_model(cfg.run_dir, cfg.conv_impl)
     cfg = resolve(cfg, kind, run_cfg)
+    if run_cfg.data.dataset != "fashion_mnist":  # its pixel mask and bits/dim are Fashion-MNIST's
+        raise ValueError(f"{cfg.run_dir} was trained on data.dataset={run_cfg.data.dataset!r}; this script scores "
+                         "Fashion-MNIST runs only.")
     sigma, out = cfg.eval_sigma, args.out or cfg.run_dir
     os.makedirs(out, exist_ok=True)
     say(f"{kind} energy from {cfg.run_dir} (step {step}); σ = {sigma}")

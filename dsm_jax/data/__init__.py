@@ -6,6 +6,8 @@ are ``array_record`` and reading uses ``as_data_source()``, a random-access sequ
 numpy examples. Nothing is ever downloaded: Fashion-MNIST is prepared once from the IDX
 files of Debian's ``dataset-fashion-mnist`` package into a cache directory; other data
 sets must already be prepared (``tfds build NAME --file_format=array_record``) by the user.
+Without tensorflow-datasets installed, Fashion-MNIST and MNIST load straight from their IDX
+files into memory (same arrays), and catalogue names raise ``ImportError`` saying so.
 
 For training, :func:`load_arrays` puts a whole split in memory as float32 in [0, 1]
 (zero-padded to 32 × 32 as in the MDSM paper) and :class:`BatchIterator` serves shuffled
@@ -23,20 +25,25 @@ One job a module: :mod:`~dsm_jax.data.idx` (IDX files), :mod:`~dsm_jax.data.tfds
 ``tensorflow_datasets``; loading a data set (or touching :class:`FashionMnistIdx`) does.
 """
 from dsm_jax.data.batches import BatchIterator
-from dsm_jax.data.idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, find_idx_files, read_idx
-from dsm_jax.data.images import check_images, to_model_input
-from dsm_jax.data.loading import load_arrays, load_split
+from dsm_jax.data.idx import DEFAULT_IDX_DIR, FASHION_MNIST_CLASSES, find_idx_files, read_idx, read_idx_split
+from dsm_jax.data.images import check_images, padded_shape, to_model_input
+from dsm_jax.data.loading import KNOWN_IMAGE_SHAPES, ArraySource, image_shape, load_arrays, load_split
 
 __all__ = [
+    "ArraySource",
     "BatchIterator",
     "DEFAULT_IDX_DIR",
     "FASHION_MNIST_CLASSES",
     "FashionMnistIdx",
+    "KNOWN_IMAGE_SHAPES",
     "check_images",
     "find_idx_files",
+    "image_shape",
     "load_arrays",
     "load_split",
+    "padded_shape",
     "read_idx",
+    "read_idx_split",
     "to_model_input",
 ]
 

@@ -1,4 +1,5 @@
-"""LeCun's IDX format: parse a file, and find Fashion-MNIST's four files on disk (no download)."""
+"""LeCun's IDX format: parse a file, find a data set's four files on disk (no download), and
+read a split straight into arrays (the path used when tensorflow-datasets is absent)."""
 from __future__ import annotations
 
 import gzip
@@ -78,13 +79,20 @@ def _find_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def find_idx_files(data_dir=None) -> dict[str, tuple[Path, Path]]:
+def find_idx_files(data_dir=None, name: str = "fashion_mnist") -> dict[str, tuple[Path, Path]]:
     """``{"train": (images, labels), "test": (images, labels)}`` paths of the IDX files.
 
-    Looks in ``data_dir`` if given, else in :data:`DEFAULT_IDX_DIR`; raises
-    ``FileNotFoundError`` naming the place searched, what was missing and how to get
-    the files (nothing is downloaded at run time).
+    Looks in ``data_dir`` if given, else (Fashion-MNIST only) in :data:`DEFAULT_IDX_DIR`;
+    raises ``FileNotFoundError`` naming the place searched, what was missing and how to get
+    the files (nothing is downloaded at run time). ``name`` (``"fashion_mnist"`` or
+    ``"mnist"``, which share LeCun's file names) only shapes the message and the default.
     """
+    title = "MNIST" if name == "mnist" else "Fashion-MNIST"
+    if data_dir is None and name == "mnist":  # Debian ships no MNIST package to default to
+        raise FileNotFoundError(
+            "MNIST IDX files: no directory given. Pass --data_dir DIR (data_dir=DIR) holding the four files "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+            "(each optionally .gz); nothing is downloaded at run time.")
     directory = Path(os.path.expanduser(os.fspath(data_dir or DEFAULT_IDX_DIR)))
     found, missing = {}, []
     for split, stems in _IDX_STEMS.items():
@@ -93,8 +101,27 @@ def find_idx_files(data_dir=None) -> dict[str, tuple[Path, Path]]:
         found[split] = paths
     if missing:
         where = f"{directory}" + ("" if directory.is_dir() else " (the directory does not exist)")
+        hint = _INSTALL_HINT if name != "mnist" else _INSTALL_HINT[_INSTALL_HINT.index("pass --data_dir"):]
         raise FileNotFoundError(
-            f"Fashion-MNIST IDX files not found. Looked in: {where}; missing: "
-            f"{', '.join(missing)}. {_INSTALL_HINT}"
+            f"{title} IDX files not found. Looked in: {where}; missing: "
+            f"{', '.join(missing)}. {hint[0].upper()}{hint[1:]}"
         )
     return found
+
+
+def read_idx_pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
+    """An images file and its labels file: ``(images uint8 (n, 28, 28), labels (n,))``, checked."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{images_path} / {labels_path}: expected images (n, 28, 28) and labels (n,), "
+            f"got {images.shape} and {labels.shape}."
+        )
+    return images, labels
+
+
+def read_idx_split(split: str, data_dir=None, name: str = "fashion_mnist") -> tuple[np.ndarray, np.ndarray]:
+    """One split of the IDX files as ``(images uint8 (n, 28, 28, 1), labels int64 (n,))`` in file
+    order: the records the local TFDS builder writes, read without tensorflow-datasets."""
+    images, labels = read_idx_pair(*find_idx_files(data_dir, name)[split])
+    return images[..., None], labels.astype(np.int64)

@@ -7,12 +7,22 @@ import numpy as np
 from dsm_jax import validation
 from dsm_jax.validation import check_images
 
-__all__ = ["check_images", "check_pad_to", "to_model_input"]
+__all__ = ["check_images", "check_pad_to", "padded_shape", "to_model_input"]
 
 
 def check_pad_to(pad_to) -> None:
     if pad_to is not None and (not validation.is_int(pad_to) or pad_to < 1):
         raise ValueError(f"`pad_to` must be a positive int or None, got {pad_to!r}.")
+
+
+def padded_shape(shape, pad_to: int | None = 32) -> tuple[int, int, int]:
+    """The (H, W, C) that :func:`to_model_input` makes of images of ``shape`` (H, W[, C])."""
+    check_pad_to(pad_to)
+    h, w, *c = (int(d) for d in shape)
+    if pad_to is not None and (h > pad_to or w > pad_to):
+        raise ValueError(f"images are {h}x{w}, larger than pad_to={pad_to}; pass pad_to >= {max(h, w)} "
+                         "or pad_to=None to keep the size.")
+    return (h, w, *(c or [1])) if pad_to is None else (pad_to, pad_to, *(c or [1]))
 
 
 def to_model_input(images, pad_to: int | None = 32) -> np.ndarray:
@@ -29,16 +39,7 @@ def to_model_input(images, pad_to: int | None = 32) -> np.ndarray:
     if images.ndim != 4:
         raise ValueError(f"`images` must be (n, H, W) or (n, H, W, C), got shape {images.shape}.")
     n, h, w, c = images.shape
-    check_pad_to(pad_to)
-    if pad_to is None:
-        pad_to_h, pad_to_w = h, w
-    else:
-        if h > pad_to or w > pad_to:
-            raise ValueError(
-                f"images are {h}x{w}, larger than pad_to={pad_to}; pass pad_to >= {max(h, w)} "
-                "or pad_to=None to keep the size."
-            )
-        pad_to_h = pad_to_w = pad_to
+    pad_to_h, pad_to_w, _ = padded_shape((h, w, c), pad_to)
     out = np.zeros((n, pad_to_h, pad_to_w, c), np.float32)
     top, left = (pad_to_h - h) // 2, (pad_to_w - w) // 2
     # Division (correctly rounded), not a multiply by 1/255: pixel values are exactly k/255.

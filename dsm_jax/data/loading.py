@@ -1,7 +1,9 @@
 """Loading a split: a random-access data source, or the whole split in memory as arrays.
 
 ``tensorflow_datasets`` is imported only here, when a data set is actually loaded, so that
-``import dsm_jax.data`` (the batch iterator, the IDX reader) stays light.
+``import dsm_jax.data`` (the batch iterator, the IDX reader) stays light. Without it (an
+offline accelerator machine may lack it), Fashion-MNIST and MNIST still load, straight from
+their IDX files into memory; catalogue names then say that tensorflow-datasets is needed.
 """
 from __future__ import annotations
 
@@ -11,11 +13,32 @@ from pathlib import Path
 import numpy as np
 
 from dsm_jax import validation
-from dsm_jax.data.idx import _IDX_STEMS
+from dsm_jax.data.idx import _IDX_STEMS, read_idx_split
 from dsm_jax.data.images import check_pad_to, to_model_input
 
 # Names served by the local IDX builder rather than the TFDS catalogue.
 _LOCAL_NAMES = ("fashion_mnist", "fashion_mnist_idx")
+# Names that load from IDX files into memory when tensorflow-datasets is absent.
+_IDX_NAMES = (*_LOCAL_NAMES, "mnist")
+
+# (H, W, C) of the stored images of catalogue sets the experiments know, so a model can be
+# built before (or without) reading the data; other names are read from their first image.
+KNOWN_IMAGE_SHAPES = {
+    "fashion_mnist": (28, 28, 1),
+    "fashion_mnist_idx": (28, 28, 1),
+    "mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "celeb_a": (218, 178, 3),
+}
+
+
+def _tfds():
+    """The ``tensorflow_datasets`` module, or None when it cannot be imported."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return None
+    return tfds
 
 
 def check_source_name(name, split) -> None:
@@ -28,15 +51,13 @@ def check_source_name(name, split) -> None:
         raise ValueError(f"`split` {split!r} is not a split of {name!r}; choose one of {sorted(_IDX_STEMS)}.")
 
 
-def _catalogue_source(name: str, split: str, cache_dir):
+def _catalogue_source(tfds, name: str, split: str, cache_dir):
     """A prepared TFDS catalogue data set; never downloads.
 
     ``tfds.data_source`` (which ``tfds.testing.mock_data`` mocks) is tried in each
     candidate directory; when it fails, the builder tells whether the data was simply
     absent (a clear ``FileNotFoundError``) or something else went wrong (re-raised).
     """
-    import tensorflow_datasets as tfds
-
     from dsm_jax.data.tfds_builder import _resolve_cache_dir
 
     dirs = [_resolve_cache_dir(cache_dir)]
@@ -64,6 +85,23 @@ def _catalogue_source(name: str, split: str, cache_dir):
     )
 
 
+class ArraySource:
+    """A split held in memory, served like a TFDS data source: ``len``, ``[i]`` and
+    ``__getitems__`` give ``{"image": uint8 (H, W, C), "label": int}`` records."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"image": self.images[i], "label": self.labels[i]}
+
+    def __getitems__(self, keys) -> list[dict]:
+        return [self[i] for i in keys]
+
+
 def load_split(name: str = "fashion_mnist", split: str = "train", *, data_dir=None, cache_dir=None):
     """A random-access data source (``len``, ``[i]``, ``__getitems__``) of numpy examples.
 
@@ -72,13 +110,38 @@ def load_split(name: str = "fashion_mnist", split: str = "train", *, data_dir=No
     in ``data_dir`` (default :data:`DEFAULT_IDX_DIR`) on first use. Other names: the TFDS
     catalogue, already prepared as array_record in ``cache_dir`` (or, when ``cache_dir`` is
     not given, also TFDS's default directory); ``data_dir`` is unused for them.
+
+    Without tensorflow-datasets, ``fashion_mnist`` and ``mnist`` (``data_dir`` required) are
+    read from their IDX files into an in-memory :class:`ArraySource` (same records, same
+    order); any other name raises ``ImportError`` saying tensorflow-datasets is needed.
     """
     check_source_name(name, split)
+    tfds = _tfds()
+    if tfds is None:
+        if name not in _IDX_NAMES:
+            raise ImportError(
+                f"Data set {name!r} comes from the TFDS catalogue, which needs tensorflow-datasets "
+                "(not importable here): `pip install tensorflow-datasets` and prepare it with `tfds build "
+                f"{name} --file_format=array_record`. Without it only {list(_IDX_NAMES)} load, from IDX files.")
+        if split not in _IDX_STEMS:
+            raise ValueError(f"`split` {split!r} is not a split of {name!r}'s IDX files; choose one of "
+                             f"{sorted(_IDX_STEMS)}.")
+        return ArraySource(*read_idx_split(split, data_dir, "mnist" if name == "mnist" else "fashion_mnist"))
     if name in _LOCAL_NAMES:
         from dsm_jax.data.tfds_builder import _prepare_local, _resolve_cache_dir
 
         return _prepare_local(data_dir, _resolve_cache_dir(cache_dir)).as_data_source(split=split)
-    return _catalogue_source(name, split, cache_dir)
+    return _catalogue_source(tfds, name, split, cache_dir)
+
+
+def image_shape(name: str = "fashion_mnist", *, data_dir=None, cache_dir=None) -> tuple[int, ...]:
+    """The stored (H, W, C) of ``name``'s images: from :data:`KNOWN_IMAGE_SHAPES` without
+    reading anything, else from the first training image (the set must be prepared)."""
+    check_source_name(name, "train")
+    if name in KNOWN_IMAGE_SHAPES:
+        return KNOWN_IMAGE_SHAPES[name]
+    shape = np.shape(load_split(name, "train", data_dir=data_dir, cache_dir=cache_dir)[0]["image"])
+    return tuple(int(d) for d in shape) if len(shape) == 3 else (*map(int, shape), 1)
 
 
 def _read_records(source, keys: list[int]) -> list:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from dsm_jax.data.idx import FASHION_MNIST_CLASSES, find_idx_files, read_idx
+from dsm_jax.data.idx import FASHION_MNIST_CLASSES, find_idx_files, read_idx_pair
 
 
 def _default_cache_dir() -> Path:
@@ -73,12 +73,7 @@ class FashionMnistIdx(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(*paths) for split, paths in files.items()}
 
     def _generate_examples(self, images_path, labels_path):
-        images, labels = read_idx(images_path), read_idx(labels_path)
-        if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
-            raise ValueError(
-                f"{images_path} / {labels_path}: expected images (n, 28, 28) and labels (n,), "
-                f"got {images.shape} and {labels.shape}."
-            )
+        images, labels = read_idx_pair(images_path, labels_path)
         for i, (image, label) in enumerate(zip(images, labels)):
             yield i, {"image": image[:, :, None], "label": int(label)}
 

@@ -14,8 +14,9 @@ computed with the *same* ``n``: :func:`fd_report` reports the FD of a random tra
 of the same size against the test set (``fd_floor``) and of a full-covariance Gaussian fitted
 to the training pixels (``fd_gaussian_baseline``), the bar any generative model must clear.
 
-Images everywhere are float32 ``(n, 32, 32, 1)`` in ``[0, 1]`` (Fashion-MNIST zero-padded from
-28 to 32) and labels int ``(n,)`` in ``0..9``.
+Images are float32 ``(n, H, W, C)`` in ``[0, 1]`` with H, W multiples of 8 (Fashion-MNIST
+zero-padded from 28 to 32 by default, CIFAR-10 as it is), one shape per classifier (read off its
+params by :func:`params_image_shape`), and labels int ``(n,)`` in ``0..9``.
 
 One job a module: :mod:`~dsm_jax.image_metrics.classifier` (the network and its forward
 passes), :mod:`~dsm_jax.image_metrics.train` (training and caching it),
@@ -30,6 +31,7 @@ from dsm_jax.image_metrics.classifier import (
     classifier_features,
     classifier_logits,
     init_classifier,
+    params_image_shape,
 )
 from dsm_jax.image_metrics.frechet import fd, frechet_distance, gaussian_stats
 from dsm_jax.image_metrics.inception import inception_score
@@ -41,6 +43,7 @@ __all__ = [
     "train_classifier",
     "cached_classifier",
     "init_classifier",
+    "params_image_shape",
     "classifier_logits",
     "classifier_features",
     "accuracy",

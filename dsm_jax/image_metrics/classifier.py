@@ -1,7 +1,9 @@
-"""The metric classifier: a small Fashion-MNIST CNN whose penultimate features stand in
-for Inception's, and its forward passes (chunked over one compiled batch shape)."""
+"""The metric classifier: a small CNN (sized on Fashion-MNIST, built for whichever image shape
+it is trained on) whose penultimate features stand in for Inception's, and its forward passes
+(chunked over one compiled batch shape)."""
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -13,7 +15,7 @@ from dsm_jax import validation
 from dsm_jax.nets import MatmulConv
 
 N_CLASSES = 10
-IMAGE_SHAPE = (32, 32, 1)
+IMAGE_SHAPE = (32, 32, 1)  # Fashion-MNIST padded: the default shape of init_classifier
 class Classifier(nn.Module):
     """Small CNN: 3×3 conv + relu + 2×2 max-pool per entry of ``widths``, then a relu
     ``hidden``-unit dense layer (the features) and a linear head (the logits).
@@ -51,17 +53,27 @@ class Classifier(nn.Module):
 _MODEL = Classifier()
 
 
-@jax.jit
-def init_classifier(key):
-    """Parameters of :class:`Classifier` for ``(batch, 32, 32, 1)`` images (jitted: one
-    compile instead of one per initialiser op)."""
-    return _MODEL.init(key, jnp.zeros((1, *IMAGE_SHAPE), jnp.float32))
+@functools.partial(jax.jit, static_argnums=1)
+def init_classifier(key, image_shape: tuple[int, ...] = IMAGE_SHAPE):
+    """Parameters of :class:`Classifier` for ``(batch, *image_shape)`` images, (H, W, C) with
+    H and W multiples of 8 (jitted: one compile instead of one per initialiser op)."""
+    return _MODEL.init(key, jnp.zeros((1, *image_shape), jnp.float32))
 
 
-def check_images(name: str, images) -> np.ndarray:
-    """``images`` as a float32 numpy array of shape (n, 32, 32, 1), finite (any range: samples
-    need not lie in [0, 1])."""
-    return validation.check_images(name, images, IMAGE_SHAPE, value_range=None).astype(np.float32)
+def params_image_shape(params) -> tuple[int, int, int]:
+    """The (H, W, C) that classifier ``params`` were built for, read off its first conv and
+    dense kernels (square images: H = W)."""
+    channels = int(params["params"]["conv0"]["kernel"].shape[2])
+    cells = params["params"]["dense"]["kernel"].shape[0] // _MODEL.widths[-1]  # (H/8)·(W/8)
+    side = 2 ** len(_MODEL.widths) * int(round(cells**0.5))
+    return side, side, channels
+
+
+def check_images(name: str, images, params=None) -> np.ndarray:
+    """``images`` as a float32 numpy array (n, H, W, C), finite (any range: samples need not lie
+    in [0, 1]), and, given ``params``, of the shape those classifier params were built for."""
+    shape = None if params is None else params_image_shape(params)
+    return validation.check_images(name, images, shape, value_range=None).astype(np.float32)
 
 
 def check_labels(name: str, labels, n: int) -> np.ndarray:
@@ -76,14 +88,14 @@ def _forward(params, x):
 def _forward_chunked(params, images, batch_size: int, name: str = "images"):
     """(features, logits) as numpy, in chunks of one fixed size (the last one zero-padded)
     so a single shape is compiled whatever ``len(images)``."""
-    images = check_images(name, images)
+    images = check_images(name, images, params)
     batch_size = min(validation.check_positive_int("batch_size", batch_size), len(images))
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         m = len(chunk)
         if m < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - m, *IMAGE_SHAPE), np.float32)])
+            chunk = np.concatenate([chunk, np.zeros((batch_size - m, *images.shape[1:]), np.float32)])
         f, lg = _forward(params, chunk)
         feats.append(np.asarray(f)[:m])
         logits.append(np.asarray(lg)[:m])
@@ -102,7 +114,7 @@ def classifier_features(params, images, batch_size: int = 500) -> np.ndarray:
 
 def accuracy(params, images, labels, batch_size: int = 500) -> float:
     """Fraction of ``images`` whose arg-max logit equals the label."""
-    images = check_images("images", images)
+    images = check_images("images", images, params)
     labels = check_labels("labels", labels, len(images))  # before the forward passes
     logits = classifier_logits(params, images, batch_size)
     return float(np.mean(np.argmax(logits, axis=1) == labels))

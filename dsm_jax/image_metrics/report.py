@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dsm_jax import coverage, validation
-from dsm_jax.image_metrics.classifier import IMAGE_SHAPE, _forward_chunked, check_images, check_labels
+from dsm_jax.image_metrics.classifier import _forward_chunked, check_images, check_labels
 from dsm_jax.image_metrics.frechet import frechet_distance, gaussian_stats
 from dsm_jax.image_metrics.inception import inception_score
 
@@ -19,8 +19,12 @@ def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float
     ``train_images``: the mean image plus correlated pixel noise, the trivial generative
     model every real one should beat.
 
-    The covariance (1024 × 1024; the padding pixels have zero variance) gets ``jitter`` on
-    its diagonal and is factored by a symmetric eigendecomposition.
+    The covariance (pixels × pixels: 1024 × 1024 for padded Fashion-MNIST, whose padding pixels
+    have zero variance) gets ``jitter`` on its diagonal and is factored by a symmetric
+    eigendecomposition. With no more images than pixels (a subset of CIFAR-10's 3,072) the
+    covariance has rank < n, so the centred images are factored instead (a thin SVD, O(n²d)
+    instead of O(d³): 20 s of CPU at d = 3,072) and ``jitter`` is added as independent pixel
+    noise: the same Gaussian law, another random stream.
 
     Not clipped by default: the exact Gaussian matches the data's pixel mean and covariance,
     which makes it the strongest (fairest) Gaussian bar. Clipping to [0, 1] (``clip=True``)
@@ -35,16 +39,27 @@ def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float
     if len(flat) < 2:
         raise ValueError("`train_images` needs at least 2 images to fit a covariance.")
     mean = flat.mean(axis=0)
-    cov = np.cov(flat, rowvar=False) + jitter * np.eye(flat.shape[1])
-    w, v = np.linalg.eigh(cov)
-    factor = jnp.asarray((v * np.sqrt(np.clip(w, 0.0, None))).astype(np.float32))  # cov = F Fᵀ
+    thin = len(flat) <= flat.shape[1]
+    if thin:  # cov = Xᵀ X / (n − 1) for the centred X = U S Vᵀ, so F = V S / √(n − 1)
+        _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+        factor = vt.T * (s / np.sqrt(len(flat) - 1))
+    else:
+        w, v = np.linalg.eigh(np.cov(flat, rowvar=False) + jitter * np.eye(flat.shape[1]))
+        factor = v * np.sqrt(np.clip(w, 0.0, None))  # cov = F Fᵀ
+    factor = jnp.asarray(factor.astype(np.float32))
     mean32 = jnp.asarray(mean.astype(np.float32))
+    noise = float(np.sqrt(jitter))
 
     @functools.partial(jax.jit, static_argnums=1)
     def draw(key, n):
-        x = mean32 + jax.random.normal(key, (n, factor.shape[0])) @ factor.T
+        if thin:
+            key, k_jitter = jax.random.split(key)
+            x = mean32 + jax.random.normal(key, (n, factor.shape[1])) @ factor.T
+            x = x + noise * jax.random.normal(k_jitter, x.shape)
+        else:
+            x = mean32 + jax.random.normal(key, (n, factor.shape[0])) @ factor.T
         x = jnp.clip(x, 0.0, 1.0) if clip else x
-        return x.reshape(n, *IMAGE_SHAPE)
+        return x.reshape(n, *images.shape[1:])
 
     def sample(key, n):
         return np.asarray(draw(key, validation.check_positive_int("n", n)))
@@ -87,13 +102,13 @@ def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
     Costs ~40 s on 2 CPU cores, mostly the features of the full training set.
     """
     # Every argument is checked here, before the minute of forward passes below.
-    samples = check_images("sample_images", sample_images)
+    samples = check_images("sample_images", sample_images, params)
     validation.check_bool("clip_samples", clip_samples)
     if clip_samples:
         samples = np.clip(samples, 0.0, 1.0)
     baseline_draws = validation.check_positive_int("baseline_draws", baseline_draws)
-    train = check_images("train_images", train_images)
-    test = check_images("test_images", test_images)
+    train = check_images("train_images", train_images, params)
+    test = check_images("test_images", test_images, params)
     n = validation.check_count("n", n, len(samples), "sample images")
     validation.check_count("n", n, len(train), "training images (the floor needs n of them)")
     validation.check_positive_int("batch_size", batch_size)

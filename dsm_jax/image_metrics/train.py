@@ -74,6 +74,10 @@ def train_classifier(
 
     t0 = time.perf_counter()
     images = check_images("images", images)
+    side = 2 ** len(_MODEL.widths)
+    if images.shape[1] != images.shape[2] or images.shape[1] % side:
+        raise ValueError(f"`images` must be square with sides a multiple of {side} (the classifier halves them "
+                         f"{len(_MODEL.widths)} times), got {images.shape[1:]}; pad them (data.to_model_input).")
     labels = check_labels("labels", labels, len(images))
     validation.check_positive_int("seed", seed, minimum=0)
     steps = validation.check_positive_int("steps", steps)
@@ -86,6 +90,7 @@ def train_classifier(
         raise ValueError("Pass both `test_images` and `test_labels`, or neither.")
     if test_images is not None:  # checked now, not after minutes of training
         test_images = check_images("test_images", test_images)
+        validation.check_images_like("test_images", test_images, images)
         test_labels = check_labels("test_labels", test_labels, len(test_images))
 
     config = dict(seed=int(seed), steps=steps, batch_size=batch_size, learning_rate=float(learning_rate),
@@ -95,7 +100,7 @@ def train_classifier(
         _write_metadata(checkpoint_dir, config)
     opt = adam(learning_rate, total_steps=steps, final_lr=0.01 * learning_rate)
     init_key, state_key = jax.random.split(jax.random.PRNGKey(seed))
-    state = init_train_state(init_classifier(init_key), opt, state_key)
+    state = init_train_state(init_classifier(init_key, images.shape[1:]), opt, state_key)
     step = make_train_step(_cross_entropy, opt)
     # fit restores the latest checkpoint in checkpoint_dir (and the data position), trains
     # what is left, and saves; a finished checkpoint means no chunk runs (empty history).

@@ -100,7 +100,16 @@ class ResNetEnergy(nn.Module):
 
 
 RESNET_CONFIGS: dict[str, dict] = {
-    # MDSM's networks (the papers' settings) and a CPU-sized one.
+    # MDSM's networks (the papers' settings) and a CPU-sized one. Checked against zengyi-li/MDSM
+    # (models/ResNet.py, train.py, exps/*_train.sh): CIFAR-10 trains Res18_Quadratic(3, n_chan=128,
+    # 32, normalize=False, AF=ELU): a 3×3 stem to 128 channels, then 3 stages of 3 blocks (the first
+    # of each downsamples: 1×1 shortcut after a 2×2 mean-pool, conv2 before it) at 256/512/1024
+    # channels; every block ELU → 3×3 conv (in → in, no bias) → ELU → 3×3 conv (in → out), a 1×1-conv
+    # shortcut even in non-resampling blocks (their `resample='none'` is not None), stride 1
+    # everywhere, no normalisation, and the quadratic read-out over the 4×4×1024 features.
+    # Fashion-MNIST and MNIST train Res12_Quadratic(1, n_chan=64, 32): 2 blocks per stage.
+    # (Their sample.py builds an SE-ResNet with Swish for CIFAR that the repository does not contain;
+    # the trained network is this one.)
     "fashion_mnist": dict(width=64, n_stages=3, blocks_per_stage=2),
     "cifar10": dict(width=128, n_stages=3, blocks_per_stage=3),
     "cpu": dict(width=16, n_stages=3, blocks_per_stage=1),

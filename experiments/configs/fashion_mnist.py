@@ -1,13 +1,17 @@
-"""fashion_mnist's config (MDSM on Fashion-MNIST): data and classifier, the ResNet energy,
-training, the annealed Langevin sampler, inpainting."""
+"""fashion_mnist's config (MDSM on Fashion-MNIST, or any image set with ``data.dataset``): data
+and classifier, the ResNet energy, training, the annealed Langevin sampler, inpainting.
+
+Presets: ``default`` (CPU), ``smoke`` (a few steps of everything), ``paper`` (MDSM's
+Fashion-MNIST run) and ``cifar10``, **the paper preset for CIFAR-10**: MDSM's
+``exps/cifar_train.sh`` as coded (GPU/TPU), see :data:`PRESETS`."""
 from __future__ import annotations
 
 import dataclasses
 
 from dsm_jax import config as cfgs
-from dsm_jax import inpainting, nets
+from dsm_jax import core, inpainting, nets
 from dsm_jax.config import field, group
-from experiments.common import ImageData
+from experiments.common import ImageData, check_image_data
 
 OFF = dict(resume=False)  # does not shape a training run: a checkpoint resumes under another value
 
@@ -30,7 +34,8 @@ class Model:
 
 @dataclasses.dataclass(frozen=True)
 class Train:
-    """MDSM: Adam β = (0.9, 0.95), cosine decay to 1e-6, σ ∈ [0.1, 3] log-spaced."""
+    """MDSM: Adam β = (0.9, 0.95), cosine decay to 1e-6, σ ∈ [0.1, 3] log-spaced (Fashion-MNIST;
+    CIFAR-10: σ ∈ [0.05, 1.2] linearly spaced)."""
     steps: int = field(4000)
     batch_size: int = field(64)
     lr: float = field(1e-3)
@@ -40,6 +45,8 @@ class Train:
     sigma_min: float = field(0.1)
     sigma_max: float = field(3.0)
     sigma0: float = field(0.1)
+    # How σ is drawn in [sigma_min, sigma_max] (dj.mdsm_loss): uniform in log σ or in σ.
+    sigma_spacing: str = field("geometric", added=True)
     ema_decay: float | None = field(0.999, legacy_none=0)  # None: no parameter EMA
     steps_per_call: int = field(1, **OFF)  # > 1 scans steps in one dispatch (GPU/TPU); 1 avoids the CPU conv cliff
     # XLA:CPU's YNNPACK fusions (dsm_jax.compiler_options): off trains this ResNet 14% faster
@@ -95,10 +102,12 @@ class FashionConfig(cfgs.Legacy):
             open_unit=("train.b1", "train.b2", "train.ema_decay"),
             ordered=(("train.sigma_min", "train.sigma_max"),),
             within_limit=(("train.batch_size", "data.train_limit"),),
-            choices={"model.train_conv": nets.CONV_IMPLS, "model.sample_conv": nets.CONV_IMPLS},
+            choices={"model.train_conv": nets.CONV_IMPLS, "model.sample_conv": nets.CONV_IMPLS,
+                     "train.sigma_spacing": core.SPACINGS},
             subsets={"inpaint.masks": inpainting.MASK_KINDS},
         )
         cfgs.check_t_high(self, "sampler.t_high")
+        check_image_data(self.data)
         s = self.sampler
         if s.n_constant + s.n_exponential + s.n_linear < 1:
             raise ValueError("The annealed Langevin chain has no steps: set one of sampler.n_constant, "
@@ -118,6 +127,20 @@ PRESETS = {
         model=Model(width=64, blocks_per_stage=2, train_conv="xla", sample_conv="xla"),
         train=Train(steps=100_000, batch_size=128, lr=1e-4, steps_per_call=500, ynn_fusions=False,
                     checkpoint_every=5000, grid_every=5000, grid_samples=36),
+        sampler=Sampler(n_constant=500, n_exponential=2000, n_linear=200, n_samples=10_000, sample_chunk=1000),
+        inpaint=Inpaint(n=1000),
+    ),
+    # The paper preset for CIFAR-10, MDSM's exps/cifar_train.sh as coded: the 9-block ResNet
+    # (nets.RESNET_CONFIGS["cifar10"]: 128-channel stem, 256/512/1024, ELU), lr 5e-5, 300k steps of
+    # batch 128, σ ∈ [0.05, 1.2] linear, Adam (0.9, 0.95) with cosine decay to 1e-6, no EMA, 32×32×3
+    # images unpadded and unflipped, and the same 2,700-step chain. Needs a GPU/TPU and the prepared
+    # TFDS cifar10 (`tfds build cifar10 --file_format=array_record`).
+    "cifar10": dict(
+        data=ImageData(dataset="cifar10", fd_n=10_000),
+        model=Model(**nets.RESNET_CONFIGS["cifar10"], train_conv="xla", sample_conv="xla"),
+        train=Train(steps=300_000, batch_size=128, lr=5e-5, sigma_min=0.05, sigma_max=1.2, sigma_spacing="linear",
+                    ema_decay=None, steps_per_call=500, ynn_fusions=False, checkpoint_every=5000, grid_every=5000,
+                    grid_samples=36),
         sampler=Sampler(n_constant=500, n_exponential=2000, n_linear=200, n_samples=10_000, sample_chunk=1000),
         inpaint=Inpaint(n=1000),
     ),

@@ -7,7 +7,7 @@ import dataclasses
 from dsm_jax import config as cfgs
 from dsm_jax import nets
 from dsm_jax.config import field, group
-from experiments.common import ImageData
+from experiments.common import ImageData, check_image_data
 
 ARCHS = ("densenet", "conv")
 OFF = dict(resume=False)  # does not shape a training run: a checkpoint resumes under another value
@@ -129,6 +129,7 @@ class DDEFashionConfig(cfgs.Legacy):
                      "model.activation": tuple(sorted(nets.ACTIVATIONS))},
         )
         cfgs.check_t_high(self, "density.t_high")
+        check_image_data(self.data)
 
 
 PRESETS = {
