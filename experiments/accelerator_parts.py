@@ -293,11 +293,11 @@ def _extrapolate(rate: dict, paper_steps: int) -> dict:
     return dict(rate, paper_steps=paper_steps, paper_hours=paper_steps / rate["steps_per_s"] / 3600.0)
 
 
-def _image_shape(experiment, cfg) -> tuple:
-    """The experiment's input shape for ``cfg``: its ``image_shape(cfg)`` where it has one
-    (data sets of other shapes), else its fixed ``IMAGE_SHAPE``."""
-    fn = getattr(experiment, "image_shape", None)
-    return tuple(fn(cfg)) if callable(fn) else tuple(experiment.IMAGE_SHAPE)
+def _image_shape(cfg) -> tuple:
+    """The experiment's input shape for ``cfg``'s data set (known sets need no data files)."""
+    from experiments import common
+
+    return tuple(common.image_shape(cfg.data))
 
 
 def _synthetic_images(shape, n: int) -> np.ndarray:
@@ -313,7 +313,7 @@ def _mdsm(sizes, preset: str) -> dict:
     paper = _preset("fashion_mnist", base, configs.PRESETS, preset, sizes, {})
     cfg = _preset("fashion_mnist", base, configs.PRESETS, preset, sizes,
                   {"train.steps": w + sizes["timed"], "train.steps_per_call": w})
-    shape = _image_shape(fashion_mnist, cfg)
+    shape = _image_shape(cfg)
     if preset == "cifar10" and not sizes["train_cifar10"]:
         return {"image_shape": list(shape), "paper_steps": paper.train.steps, "trained": False,
                 "summary": f"preset found ({paper.train.steps:,} steps, images {shape}); not trained in the dry run"}
@@ -343,7 +343,7 @@ def dde_fashion_mnist(sizes) -> dict:
     paper = _preset("fashion_mnist_dde", base, configs.PRESETS, "paper", sizes, {})
     cfg = _preset("fashion_mnist_dde", base, configs.PRESETS, "paper", sizes,
                   {"train.steps": w + sizes["timed"], "train.steps_per_call": w})
-    x = _synthetic_images(_image_shape(fashion_mnist_dde, cfg), max(sizes["synthetic_n"], cfg.train.batch_size))
+    x = _synthetic_images(_image_shape(cfg), max(sizes["synthetic_n"], cfg.train.batch_size))
     with tempfile.TemporaryDirectory() as out:
         _, history, _ = fashion_mnist_dde.train(cfg, x, out, False)
     rate = _extrapolate(_rate(history, w), paper.train.steps)
