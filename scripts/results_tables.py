@@ -27,6 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results")
 BENCHMARKS = os.path.join(ROOT, "docs", "benchmarks", "benchmarks.json")
+PEERS = os.path.join(ROOT, "docs", "benchmarks", "peers.json")  # `--rows peak,peers` run of experiments.benchmarks
 TOYS = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
 
 # run name -> the command that writes runs/<run>/ (same flags as when it was measured)
@@ -203,10 +204,10 @@ def fashion_mnist_inpainting(run):
                    "nearest training image on the visible pixels"], rows)
 
 
-def _bench():
-    if not os.path.exists(BENCHMARKS):
+def _bench(path=BENCHMARKS):
+    if not os.path.exists(path):
         return None
-    with open(BENCHMARKS) as f:
+    with open(path) as f:
         return json.load(f)
 
 
@@ -275,6 +276,31 @@ def benchmarks():
     return _table(["computation", "dsm_jax, ynn-off", "dsm_jax, XLA defaults", "PyTorch", "ynn-off vs torch"], out)
 
 
+def peers():
+    """README / docs/performance.md: dsm_jax against torchebm and blackjax (docs/benchmarks/peers.json),
+    each row checked equal before it was timed (the ``check`` of each row)."""
+    b = _bench(PEERS)
+    if b is None:
+        return None
+    rows = {r["name"]: r for r in b["rows"]}
+    out = []
+    specs = (("peer_dsm_torchebm", "DSM training step, 4 × 128 softplus MLP, batch 2,048", "torchebm", "≥ 1.5×"),
+             ("peer_langevin_torchebm", "Langevin, same MLP, {chains:,} chains × {steps} steps", "torchebm", "≥ 1.25×"),
+             ("peer_mala_blackjax", "MALA, same MLP + ½‖x‖², {chains:,} × {steps} (acceptance {acc})", "blackjax", "≥ 1.0×"),
+             ("peer_ula_blackjax", "ULA, same MLP, {chains:,} × {steps} (blackjax: `sgld`, exact gradient)", "blackjax", "≥ 1.0×"))
+    for name, label, peer, target in specs:
+        r = rows[name]
+        imp = r["impls"]
+        ours, theirs = imp["jax ynn-off"], imp[r["vs_peer"]["jax ynn-off"]]
+        value, unit = (_ms, "") if r["unit"] == "step" else (_k, " chain-steps/s")
+        acc = r["check"].get("acceptance_run", {})
+        acc = f"{acc.get('jax ynn-off', float('nan')):.3f} vs {acc.get(r['vs_peer']['jax ynn-off'], float('nan')):.3f}"
+        out.append([label.format(acc=acc, **r["sizes"]), f"{value(ours)} / {value(imp['jax'])}{unit}",
+                    f"{peer} {value(theirs)}{unit}",
+                    f"**{ours['speedup_vs_peer']:.2f}×** / {imp['jax']['speedup_vs_peer']:.2f}×", target])
+    return _table(["computation", "dsm_jax: ynn-off / XLA defaults", "peer", "dsm_jax vs peer", "target"], out)
+
+
 def fashion_mnist_likelihood():
     """docs/results.md: hand-copied (static) until a ``likelihood.json`` is collected and a renderer
     written for it; none was on the machine where this script was written."""
@@ -284,7 +310,7 @@ def fashion_mnist_likelihood():
 fashion_mnist_likelihood_summary = fashion_mnist_likelihood  # the README's two-row excerpt of it
 
 TABLES = {f.__name__: f for f in (toy2d, toy2d_coverage, toy2d_likelihood, toy2d_20k, dde_study, fashion_mnist_dde,
-                                  fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, benchmarks,
+                                  fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, benchmarks, peers,
                                   fashion_mnist_likelihood)}
 TABLES["fashion_mnist_likelihood_summary"] = fashion_mnist_likelihood_summary
 
