@@ -356,7 +356,7 @@ BAD_CALLS = [
     ("images-float", lambda: data.to_model_input(np.zeros((1, 28, 28))), TypeError, r"`images` must be uint8"),
     ("images-2d", lambda: data.to_model_input(np.zeros((28, 28), np.uint8)), ValueError, r"`images` must be \(n, H, W\)"),
     ("load-limit-0", lambda: data.load_arrays("fashion_mnist", limit=0), ValueError, r"`limit` must be an int >= 1"),
-    ("load-limit-float", lambda: data.load_arrays("fashion_mnist", limit=2.5), ValueError, r"`limit`"),
+    ("load-limit-float", lambda: data.load_arrays("fashion_mnist", limit=2.5), TypeError, r"`limit`"),
     ("load-chunk-0", lambda: data.load_arrays("fashion_mnist", chunk_size=0), ValueError, r"`chunk_size`"),
     ("load-pad-to-negative", lambda: data.load_arrays("fashion_mnist", pad_to=-4), ValueError, r"`pad_to`"),
     ("load-split-unknown", lambda: data.load_split("fashion_mnist", "validation"), ValueError,
