@@ -239,3 +239,19 @@ def test_old_import_paths_still_work():
     shapes = jax.eval_shape(lambda: dj.init_params(ResNetEnergy(width=2, n_stages=1, blocks_per_stage=1),
                                                    jax.random.key(0), (4, 4, 1)))["params"]
     assert sorted(shapes) == ["ResidualBlock_0", "l1", "l2", "l3", "stem"]
+
+
+@pytest.mark.parametrize("module, event_shape", [
+    (nets.MLPEnergy(depth=2, width=8), (2,)),
+    (nets.ResidualMLPGenerator(depth=2, width=8), (2,)),
+    (nets.DenseNetEnergy(depth=2, growth=4, quadratic=True), (8, 8, 1)),
+    (nets.DenseNetGenerator(depth=2, growth=4, image_shape=(4, 4, 1)), (3,)),
+], ids=["MLPEnergy", "ResidualMLPGenerator", "DenseNetEnergy", "DenseNetGenerator"])
+def test_dense_nets_initialise_float32_under_x64_bit_identical_to_float32_mode(module, event_shape):
+    # With the ResNet and ConvGenerator tests above: every network in nets initialises under x64.
+    ref = dj.init_params(module, jax.random.key(0), event_shape)
+    with jax.enable_x64(True):
+        params = dj.init_params(module, jax.random.key(0), event_shape)
+        out = jax.jit(module.apply)(params, jnp.zeros((2, *event_shape), jnp.float32))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    assert out.dtype == jnp.float32 and tree_equal(params, ref)

@@ -92,8 +92,9 @@ class DenseNetEnergy(nn.Module):
         e = DenseNetMLP(self.depth, self.growth, 1, self.activation, name="mlp")(x)[:, 0]
         if self.quadratic:
             flat = x.reshape(x.shape[0], -1)
-            centre = self.param("centre", nn.initializers.zeros_init(), (flat.shape[1],))
-            log_prec = self.param("log_prec", nn.initializers.zeros_init(), (flat.shape[1],))
+            # explicit float32: under jax_enable_x64 the default dtype would make these two float64
+            centre = self.param("centre", nn.initializers.zeros_init(), (flat.shape[1],), jnp.float32)
+            log_prec = self.param("log_prec", nn.initializers.zeros_init(), (flat.shape[1],), jnp.float32)
             e = e + 0.5 * jnp.sum(jnp.exp(log_prec) * jnp.square(flat - centre), axis=1)
         return e
 
