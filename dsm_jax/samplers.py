@@ -290,8 +290,7 @@ def mala_with_info(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=No
 
 def mala(energy_fn: EnergyFn, step_size, n_steps: int, temperatures=None, *, clip=None, return_info=None):
     """Metropolis-adjusted Langevin: same signature as :func:`langevin`, returns ``x``."""
-    _refuse_clip_for_mala(clip)
-    chain = mala_with_info(energy_fn, step_size, n_steps, temperatures)
+    chain = mala_with_info(energy_fn, step_size, n_steps, temperatures, clip=clip)  # refuses a clip
     return _legacy_return_info("mala", chain, return_info) or _positions_only(chain)
 
 
@@ -372,9 +371,9 @@ def annealed_langevin_with_info(energy_fn: EnergyFn, step_size=0.02**2, n_steps=
     sigma0, denoise = overrides.get("sigma0", sigma0), overrides.get("denoise", denoise)
     validation.check_positive("sigma0", sigma0)
     final_denoise = denoiser(energy_fn, sigma0)
+    clip = validation.check_clip("clip", clip)  # once: the chain and the final denoise share it
     chain = langevin_with_info(energy_fn, step_size, n_steps, temperatures, clip=clip, per_chain=per_chain,
                                thin=thin)
-    clip = validation.check_clip("clip", clip)
 
     def chain_fn(params, key, x0, free_mask=None):
         x, info = chain(params, key, x0, free_mask)
