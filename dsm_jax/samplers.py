@@ -301,8 +301,10 @@ def mdsm_temperature_schedule(
     t_high: float = 100.0,
     t_low: float = 1.0,
 ) -> jax.Array:
-    """MDSM's annealing: ``n_constant`` steps at ``t_high``, ``n_exponential`` steps decaying
-    geometrically to ``t_low``, ``n_linear`` steps falling linearly from ``t_low`` to 0."""
+    """MDSM's annealing, indexed as their ``sample.py`` does: ``n_constant`` steps at ``t_high``;
+    ``n_exponential`` steps ``t_high·exp(−k·ln(t_high/t_low)/n_exponential)`` for k = 0 … n−1
+    (starting at ``t_high``, ending one geometric step above ``t_low``); ``n_linear`` steps
+    ``t_low·linspace(1, 0, n_linear)`` (from ``t_low`` down to exactly 0; one step is ``t_low``)."""
     for name, n in (("n_constant", n_constant), ("n_exponential", n_exponential), ("n_linear", n_linear)):
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"`{name}` must be an int >= 0, got {n!r}.")
@@ -312,12 +314,12 @@ def mdsm_temperature_schedule(
     validation.check_positive("t_low", t_low)
     if float(t_high) < float(t_low):  # the schedule anneals downwards; an inverted pair heats up
         raise ValueError(f"`t_high` ({t_high}) must be >= `t_low` ({t_low}); swap them.")
-    frac_exp = jnp.arange(1, n_exponential + 1, dtype=jnp.float32) / max(n_exponential, 1)
-    frac_lin = jnp.arange(1, n_linear + 1, dtype=jnp.float32) / max(n_linear, 1)
+    k = jnp.arange(n_exponential, dtype=jnp.float32)
+    decay = jnp.log(jnp.float32(t_high) / jnp.float32(t_low)) / max(n_exponential, 1)
     return jnp.concatenate([
         jnp.full((n_constant,), t_high, jnp.float32),
-        t_high * (t_low / t_high) ** frac_exp,
-        t_low * (1.0 - frac_lin),
+        t_high * jnp.exp(-k * decay),
+        t_low * jnp.linspace(1.0, 0.0, n_linear, dtype=jnp.float32),
     ])
 
 

@@ -185,33 +185,36 @@ class OneScanTest(parameterized.TestCase):
 class ScheduleTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
-    def test_default_schedule(self):
+    def test_default_schedule_equals_mdsm_sample_py_element_by_element(self):
         t = np.asarray(self.variant(functools.partial(dj.mdsm_temperature_schedule))())
         chex.assert_shape(t, (2700,))
-        chex.assert_tree_all_finite(t)
-        np.testing.assert_allclose(t[:500], 100.0)
-        np.testing.assert_allclose(t[2499], 1.0, rtol=1e-5)
+        # MDSM's sample.py (annealing_schedule='exp'), written out in float64:
+        k = np.linspace(0, 1999, 2000)
+        reference = np.concatenate([100.0 * np.ones(500), 100.0 * np.exp(-k * (np.log(100.0 / 1.0) / 2000)),
+                                    1.0 * np.linspace(1, 0, 200)])
+        np.testing.assert_allclose(t, reference, rtol=1e-6, atol=1e-7)  # float32: a few ulps
+        # A few values by hand: the exponential phase starts at T = 100 (k = 0) and stops one
+        # geometric step above 1; the linear phase starts at exactly 1 and ends at exactly 0.
+        np.testing.assert_allclose(t[[499, 500, 501, 2499, 2500, 2501, 2698]],
+                                   [100.0, 100.0, 99.77000638225533, 1.0023052380778996, 1.0, 0.9949748743718593,
+                                    0.005025125628140704], rtol=1e-6, atol=1e-7)
         assert t[-1] == 0.0
         assert np.all(np.diff(t) <= 0)
-        # Exponential part: log T falls by the same amount every step.
-        np.testing.assert_allclose(np.diff(np.log(t[499:2500])), -np.log(100.0) / 2000, rtol=1e-3)
-        # Linear part: 1 → 0 in equal steps of 1/200.
-        np.testing.assert_allclose(np.diff(t[2499:]), -1.0 / 200, atol=1e-6)
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_custom_schedule(self):
         fn = functools.partial(dj.mdsm_temperature_schedule, 10, 20, 5, t_high=50.0, t_low=2.0)
         t = np.asarray(self.variant(fn)())
         chex.assert_shape(t, (35,))
-        np.testing.assert_allclose(t[:10], 50.0)
-        np.testing.assert_allclose(t[29], 2.0, rtol=1e-5)
-        np.testing.assert_allclose(t[30:], 2.0 * (1 - np.arange(1, 6) / 5), atol=1e-6)
+        np.testing.assert_allclose(t[:11], 50.0)  # 10 constant steps, then k = 0 of the exponential phase
+        np.testing.assert_allclose(t[10:30], 50.0 * (2.0 / 50.0) ** (np.arange(20) / 20), rtol=1e-6)
+        np.testing.assert_allclose(t[30:], [2.0, 1.5, 1.0, 0.5, 0.0], atol=1e-6)
         assert np.all(np.diff(t) <= 0)
-        # Without a linear tail the schedule ends at t_low.
+        # Without a linear tail the schedule ends one geometric step above t_low.
         t = np.asarray(dj.mdsm_temperature_schedule(0, 7, 0, t_high=8.0, t_low=0.5))
         chex.assert_shape(t, (7,))
-        np.testing.assert_allclose(t[-1], 0.5, rtol=1e-6)
-        np.testing.assert_allclose(t[0], 8.0 * (0.5 / 8.0) ** (1 / 7), rtol=1e-6)
+        np.testing.assert_allclose(t, 8.0 * (0.5 / 8.0) ** (np.arange(7) / 7), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(dj.mdsm_temperature_schedule(0, 0, 1, t_low=0.5)), [0.5])
 
     def test_bad_schedule_arguments(self):
         with pytest.raises(ValueError, match="n_constant"):
