@@ -32,11 +32,13 @@ def generate_samples(cfg, generator_fn, gen_params, key, n: int, timed_n: int = 
 
 def density_temperatures(cfg):
     """T: ``density.n_constant`` steps at ``density.t_high``, ``density.n_exponential`` steps
-    decaying geometrically to 1, then ``density.n_final`` steps at T = 1."""
+    decaying geometrically to exactly 1 (T = t_high^(1 − k/n), k = 1 … n), then ``density.n_final``
+    steps at T = 1. Not MDSM's indexing (:func:`dj.mdsm_temperature_schedule` stops one step above
+    its t_low): this chain samples E_p itself at T = 1 before the Tweedie step."""
     d = cfg.density
-    parts = dj.mdsm_temperature_schedule(d.n_constant, d.n_exponential, 0, d.t_high, 1.0) \
-        if d.n_constant + d.n_exponential else jnp.zeros((0,), jnp.float32)
-    return jnp.concatenate([parts, jnp.ones((d.n_final,), jnp.float32)])
+    frac = jnp.arange(1, d.n_exponential + 1, dtype=jnp.float32) / max(d.n_exponential, 1)
+    return jnp.concatenate([jnp.full((d.n_constant,), d.t_high, jnp.float32), d.t_high * (1.0 / d.t_high) ** frac,
+                            jnp.ones((d.n_final,), jnp.float32)])
 
 
 def make_density_sampler(cfg, energy_fn, mesh=None):
