@@ -423,6 +423,32 @@ def inpainter(energy_fn: EnergyFn, step_size=0.02**2, n_steps=None, *legacy, tem
     return inpaint_fn
 
 
+def gaussian_start(event_shape, mean=0.0, std=1.0):
+    """The default starting points of a chain: ``init_fn(key, n_chains) -> x0`` with
+    ``x0 ~ N(mean, std²·I)`` of shape ``(n_chains, *event_shape)``, float32 (torchebm's default
+    start given a dimension; MDSM starts at ``mean=0.5``). ``mean`` may be an array broadcasting
+    against ``event_shape`` (e.g. the data's mean image). Pass it to :func:`sample_in_chunks`, or
+    call it for one batch: ``x0 = gaussian_start((2,))(key, 1000)``."""
+    shape = validation.check_event_shape(event_shape)
+    validation.check_positive("std", std)
+    mean_arr = validation.check_real("mean", mean)
+    if not np.all(np.isfinite(mean_arr)):
+        raise ValueError(f"`mean` must be finite, got {mean!r}.")
+    try:
+        np.broadcast_shapes(mean_arr.shape, shape)
+    except ValueError:
+        raise ValueError(f"`mean` of shape {mean_arr.shape} does not broadcast against event_shape {shape}; "
+                         f"pass a scalar or an array of shape {shape}.") from None
+    mean_arr = jnp.asarray(mean_arr, jnp.float32)
+
+    def init_fn(key, n_chains: int) -> jax.Array:
+        validation.check_prng_key("key", key)
+        n_chains = validation.check_positive_int("n_chains", n_chains)
+        return mean_arr + jnp.float32(std) * jax.random.normal(key, (n_chains, *shape), jnp.float32)
+
+    return init_fn
+
+
 def sample_in_chunks(sample_fn, params, key, init_fn, n: int, chunk_size: int, *, with_info=False,
                      progress=False, desc="sample"):
     """Draw ``n`` samples in fixed-size chunks, so 10⁴+ chains never need memory for all of

@@ -186,8 +186,8 @@ def fashion_mnist_mdsm(run):
         ["whole training set (60k) vs test", f"{m['fd_train']:.2f}"],
         ["Inception-score analogue: samples / test set", f"{_pm(m['inception_score'], m['inception_score_std'], '.2f')} / "
                                                          f"{_pm(m['inception_score_test'], m['inception_score_test_std'], '.2f')}"],
-        ["class coverage: smallest class share (classes under 2 %) / class KL to the test split",
-         f"{_classes(m)} / {m['class_kl']:.3f}"],
+        *([["class coverage: smallest class share (classes under 2 %) / class KL to the test split",
+            f"{_classes(m)} / {m['class_kl']:.3f}"]] if "class_kl" in m else []),  # older runs lack it
         ["FD classifier's test accuracy (3,000 steps, seed 0)", f"{100 * m['classifier_accuracy']:.1f} %"],
     ]
     return _table([f"FD on classifier features, n = {m['n']:,} vs the test set", "value"], rows)

@@ -581,3 +581,49 @@ class BadInputSweepTest(parameterized.TestCase):
             dj.sample_in_chunks(fn, P2, jax.random.key(0), init, bad, 2)
         with pytest.raises(error, match="`chunk_size`"):
             dj.sample_in_chunks(fn, P2, jax.random.key(0), init, 4, bad)
+
+
+# ---------------------------------------------------------------------------------------
+# Default starting points
+# ---------------------------------------------------------------------------------------
+def test_gaussian_start_draws_standard_normal_chains_of_the_event_shape():
+    init = dj.gaussian_start((3, 2))
+    x = init(jax.random.key(0), 20_000)
+    chex.assert_shape(x, (20_000, 3, 2))
+    chex.assert_type(x, np.float32)
+    flat = np.asarray(x).reshape(len(x), -1)
+    np.testing.assert_allclose(flat.mean(0), 0.0, atol=0.03)  # 4.2 standard errors
+    np.testing.assert_allclose(flat.std(0), 1.0, atol=0.02)
+    np.testing.assert_allclose(np.corrcoef(flat.T) - np.eye(6), 0.0, atol=0.04)
+    # MDSM's start 0.5 + N(0, I), an image-shaped mean, and jit: the same draws
+    mdsm = dj.gaussian_start((4, 4, 1), mean=0.5)(jax.random.key(1), 8)
+    np.testing.assert_allclose(mdsm, 0.5 + jax.random.normal(jax.random.key(1), (8, 4, 4, 1)), rtol=1e-6)
+    mean_image = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4, 1)
+    shifted = jax.jit(dj.gaussian_start((4, 4, 1), mean=mean_image, std=0.1), static_argnums=1)(jax.random.key(2), 5)
+    np.testing.assert_allclose(shifted, mean_image + 0.1 * jax.random.normal(jax.random.key(2), (5, 4, 4, 1)),
+                               rtol=1e-5, atol=1e-7)
+    assert dj.gaussian_start(2)(jax.random.key(0), 3).shape == (3, 2)  # an int is one axis
+
+
+def test_gaussian_start_feeds_sample_in_chunks():
+    energy_fn = lambda params, x: 0.5 * (x**2).sum(axis=-1)  # noqa: E731
+    sampler = jax.jit(dj.langevin(energy_fn, 0.1, 5))
+    x, info = dj.sample_in_chunks(sampler, {}, jax.random.key(0), dj.gaussian_start((2,)), 10, 4)
+    chex.assert_shape(x, (10, 2))
+    assert info["n_nonfinite"] == 0
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: dj.gaussian_start(()), ValueError, "event_shape"),
+    (lambda: dj.gaussian_start((2, 0)), ValueError, "event_shape"),
+    (lambda: dj.gaussian_start((2,), std=0.0), ValueError, "std"),
+    (lambda: dj.gaussian_start((2,), mean=np.nan), ValueError, "mean"),
+    (lambda: dj.gaussian_start((2,), mean="0.5"), TypeError, "mean"),
+    (lambda: dj.gaussian_start((2,), mean=np.zeros(3)), ValueError, "broadcast"),
+    (lambda: dj.gaussian_start((2,))(jax.random.key(0), 0), ValueError, "n_chains"),
+    (lambda: dj.gaussian_start((2,))(jax.random.key(0), 2.5), TypeError, "n_chains"),
+    (lambda: dj.gaussian_start((2,))(None, 4), TypeError, "key"),
+])
+def test_gaussian_start_refuses_bad_arguments(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
