@@ -305,9 +305,8 @@ def mdsm_temperature_schedule(
     ``n_exponential`` steps ``t_high·exp(−k·ln(t_high/t_low)/n_exponential)`` for k = 0 … n−1
     (starting at ``t_high``, ending one geometric step above ``t_low``); ``n_linear`` steps
     ``t_low·linspace(1, 0, n_linear)`` (from ``t_low`` down to exactly 0; one step is ``t_low``)."""
-    for name, n in (("n_constant", n_constant), ("n_exponential", n_exponential), ("n_linear", n_linear)):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"`{name}` must be an int >= 0, got {n!r}.")
+    n_constant, n_exponential, n_linear = (validation.check_positive_int(name, n, minimum=0) for name, n in (
+        ("n_constant", n_constant), ("n_exponential", n_exponential), ("n_linear", n_linear)))
     if n_constant + n_exponential + n_linear == 0:
         raise ValueError("The schedule is empty: make one of n_constant/n_exponential/n_linear > 0.")
     validation.check_positive("t_high", t_high)

@@ -219,7 +219,7 @@ class ScheduleTest(chex.TestCase):
     def test_bad_schedule_arguments(self):
         with pytest.raises(ValueError, match="n_constant"):
             dj.mdsm_temperature_schedule(-1)
-        with pytest.raises(ValueError, match="n_linear"):
+        with pytest.raises(TypeError, match="n_linear"):
             dj.mdsm_temperature_schedule(n_linear=2.5)
         with pytest.raises(ValueError, match="empty"):
             dj.mdsm_temperature_schedule(0, 0, 0)
