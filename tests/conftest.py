@@ -278,7 +278,9 @@ def smoke_classifier_dir(tmp_path_factory, worker_id):
     with open(root.parent / "shared_classifier.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the second worker waits here, then finds it cached
         try:
-            _train_smoke_classifier(str(root))
+            if not (root / ".trained").exists():  # the second worker skips even loading it here
+                _train_smoke_classifier(str(root))
+                (root / ".trained").touch()
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return str(root)
