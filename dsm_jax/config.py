@@ -30,6 +30,8 @@ import typing
 import warnings
 from typing import Any, Sequence
 
+from dsm_jax import validation
+
 
 def group(cls, legacy_prefix: str = "", **metadata):
     """A nested config field of dataclass ``cls`` (its defaults); ``legacy_prefix`` is what its
@@ -345,10 +347,6 @@ def fingerprint(config, ignore: Sequence[str] = ()) -> dict:
 # Range checks (each config's ``validate`` calls these): the first violation raises
 # ``ValueError`` naming the field, its value and a ``--set`` that fixes it.
 # ---------------------------------------------------------------------------------------
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
 
@@ -374,10 +372,10 @@ def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), no
                          f"fix it with --set {name}={example}.")
 
     for name in given(positive_int):
-        if not _int(value(name)) or value(name) < 1:
+        if not validation.is_int(value(name)) or value(name) < 1:
             fail(name, "an int >= 1", 1)
     for name in given(nonnegative_int):
-        if not _int(value(name)) or value(name) < 0:
+        if not validation.is_int(value(name)) or value(name) < 0:
             fail(name, "an int >= 0", 0)
     for name in given(positive):
         if not _num(value(name)) or value(name) <= 0:

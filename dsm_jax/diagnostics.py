@@ -6,11 +6,14 @@ only (``import dsm_jax`` never needs it); inputs are checked here, where they en
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 
 from dsm_jax import validation
 
 
+@functools.cache  # one jit wrapper per blackjax estimator, so its compile cache lives across calls
 def _jitted(estimator):
     """One compiled computation (eagerly, blackjax's estimators dispatch and compile op by op)."""
     return jax.jit(estimator, static_argnames=("chain_axis", "sample_axis"))

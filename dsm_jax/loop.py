@@ -291,6 +291,10 @@ def _check_fit_arguments(step_fn, state, n_steps, steps_per_call, batches, desc,
     if not (batches is None or callable(batches) or callable(getattr(batches, "next_stacked", None))):
         raise TypeError(f"`batches` must be None, a function batches(n) -> n stacked batches, or an iterator "
                         f"with next_stacked(n) (dsm_jax.data.BatchIterator), got {type(batches).__name__}.")
+    if batches is None:  # the arity the loop calls it with, checked before tracing
+        validation.check_arity("step_fn", step_fn, 1, "(state) -> (state, metrics), as fit has no `batches`")
+    else:
+        validation.check_arity("step_fn", step_fn, 2, "(state, batch) -> (state, metrics), as fit has `batches`")
     if not isinstance(desc, str):
         raise TypeError(f"`desc` must be a str (the progress bar's label), got {desc!r}.")
     validation.check_bool("progress", progress)

@@ -6,6 +6,8 @@ the argument and the fix, instead of producing NaNs later.
 """
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -144,6 +146,19 @@ def check_callable(name: str, value, signature: str | None = None, optional: boo
         raise TypeError(f"`{name}` must be a function{hint}, got {type(value).__name__} {value!r:.80}.")
 
 
+def check_arity(name: str, fn, n_args: int, signature: str) -> None:
+    """``fn`` must accept ``n_args`` positional arguments (checked from its signature, before it
+    is traced: a wrong arity would otherwise surface as a raw TypeError deep inside a scan).
+    Functions without a readable signature (some builtins) pass."""
+    try:
+        inspect.signature(fn).bind(*([None] * n_args))
+    except ValueError:  # no signature to read
+        return
+    except TypeError:
+        raise TypeError(f"`{name}` must be a function {signature} taking {n_args} positional argument(s), "
+                        f"got {getattr(fn, '__name__', type(fn).__name__)}{inspect.signature(fn)}.") from None
+
+
 def check_examples(name: str, x, per_example: bool = False) -> None:
     """What every function of examples checks: a floating-point ``x`` (:func:`check_floating`,
     TypeError) of shape (batch, *event) with batch >= 1, or one example of shape event when
@@ -168,7 +183,12 @@ def check_sigma(name: str, sigma, strict: bool = False) -> None:
 def check_points_2d(name: str, x, finite: bool = False):
     """``x`` as float32 of shape (n, 2) with n >= 1 (jnp in, jnp out; numpy stays numpy).
     ``finite``: refuse NaN/inf rows (concrete values only; under jit they pass)."""
-    if isinstance(x, (str, bytes)) or jnp.ndim(x) != 2 or jnp.shape(x)[1] != 2 or jnp.shape(x)[0] < 1:
+    dtype = np.dtype("U1") if isinstance(x, (str, bytes)) else getattr(x, "dtype", None)
+    dtype = np.asarray(x).dtype if dtype is None else dtype
+    if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):  # type, not shape
+        raise TypeError(f"`{name}` must be a real array of points of shape (n, 2), got {type(x).__name__} "
+                        f"{x!r:.80}.")
+    if jnp.ndim(x) != 2 or jnp.shape(x)[1] != 2 or jnp.shape(x)[0] < 1:
         raise ValueError(f"`{name}` must have shape (n, 2) with n >= 1, got {jnp.shape(x)}; reshape it "
                          f"to (-1, 2) (add a batch axis for a single point).")
     x = x.astype(np.float32) if isinstance(x, np.ndarray) else jnp.asarray(x, jnp.float32)
@@ -183,7 +203,10 @@ def check_points_2d(name: str, x, finite: bool = False):
 def check_class_labels(name: str, labels, n_classes: int) -> np.ndarray:
     """A non-empty 1-D integer array of class labels in [0, n_classes)."""
     labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"`{name}` must be an array of integer class labels, got dtype {labels.dtype} "
+                        f"(argmax the classifier's logits first).")
+    if labels.ndim != 1 or labels.size == 0:
         raise ValueError(f"`{name}` must be a non-empty 1-D array of integer class labels, got dtype "
                          f"{labels.dtype} and shape {labels.shape} (argmax the classifier's logits first).")
     if labels.min() < 0 or labels.max() >= n_classes:
@@ -380,7 +403,7 @@ def check_energy_fn(energy_fn, params, event_shape) -> None:
     """Abstractly evaluate ``energy_fn`` on ``(2, *event_shape)`` (no compute; works on traced
     params): it must return ``(2,)``, else a clear error naming ``event_shape``."""
     if not callable(energy_fn):
-        raise ValueError(f"`energy_fn` must be a callable (params, x) -> (batch,), got {energy_fn!r}.")
+        raise TypeError(f"`energy_fn` must be a callable (params, x) -> (batch,), got {energy_fn!r}.")
     x = jax.ShapeDtypeStruct((2, *event_shape), jnp.float32)
     try:
         out = jax.eval_shape(lambda x_: energy_fn(params, x_), x)
@@ -485,7 +508,9 @@ def check_images(name: str, x, expected_shape=None, value_range=(0.0, 1.0)) -> n
 def check_labels(name: str, labels, n: int, n_classes: int) -> np.ndarray:
     """Integer class labels of shape (n,) in 0..n_classes-1, as int32."""
     labels = np.asarray(labels)
-    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"`{name}` must be integer class labels of shape ({n},), got dtype {labels.dtype}.")
+    if labels.shape != (n,):
         raise ValueError(f"`{name}` must be integers of shape ({n},) (one per image), got {labels.dtype} {labels.shape}.")
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(f"`{name}` must lie in 0..{n_classes - 1}, got range [{labels.min()}, {labels.max()}].")
@@ -570,8 +595,7 @@ def check_draws(name: str, draws, min_chains: int, min_draws: int = 4):
         raise ValueError(f"`{name}` has {shape[0]} chain(s) × {shape[1]} draw(s) (shape {shape}); this needs at "
                          f"least {min_chains} chains and {min_draws} draws (axis 0 = chains, axis 1 = draws).")
     check_floating(name, draws)
-    if is_concrete(draws) and not np.all(np.isfinite(np.asarray(draws, np.float64))):
-        raise ValueError(f"`{name}` holds NaN/inf draws; drop the non-finite chains first (see StepInfo.n_nonfinite).")
+    check_all_finite(name, draws)  # its rows are the chains here
     return jnp.asarray(draws)
 
 

@@ -247,13 +247,60 @@ def tree_equal(a, b) -> bool:
     return ta == tb and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
+@pytest.fixture(scope="session")
+def tiny_resnet():
+    """A small ResNetEnergy and its params, ``(energy_fn, params)``: initialised once per worker
+    for test_nets.py and test_images.py (a module fixture was initialised once per module)."""
+    import dsm_jax as dj
+    module = dj.ResNetEnergy(width=4, n_stages=2, blocks_per_stage=2)
+    params = dj.init_params(module, jax.random.key(0), (16, 16, 1))
+    return dj.energy_fn_of(module), params
+
+
 # ---------------------------------------------------------------------------------------
 # Shared end-to-end runs of the experiments.
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def smoke_classifier_dir(tmp_path_factory):
-    """One cache directory for the FD classifier of every smoke run (trained once per setting)."""
-    return str(tmp_path_factory.mktemp("classifier"))
+def smoke_classifier_dir(tmp_path_factory, worker_id):
+    """One cache directory for the FD classifier of every smoke run, trained once per test run.
+
+    Under xdist the directory is shared by the workers (the run's common base directory), and
+    the classifier is trained there under a file lock before a smoke run starts: the two image
+    smoke runs (groups FASHION_RUN_GROUP and DDE_RUN_GROUP) land on different workers, and
+    without the lock both would train the same classifier, or one would read the other's
+    half-written checkpoint."""
+    if worker_id == "master":  # no xdist: this session's own directory
+        return str(tmp_path_factory.mktemp("classifier"))
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp().parent / "shared_classifier"
+    root.mkdir(exist_ok=True)
+    with open(root.parent / "shared_classifier.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the second worker waits here, then finds it cached
+        try:
+            if not (root / ".trained").exists():  # the second worker skips even loading it here
+                _train_smoke_classifier(str(root))
+                (root / ".trained").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return str(root)
+
+
+def _train_smoke_classifier(classifier_dir: str) -> None:
+    """The classifier the image smoke presets score with, cached in ``classifier_dir`` (a cache
+    hit when it is there already): the same call the experiments make (experiments.common.images)."""
+    import dataclasses
+
+    from experiments import common, fashion_mnist, fashion_mnist_dde
+    from dsm_jax import config as cfgs
+    settings = set()
+    for module, base in ((fashion_mnist, fashion_mnist.FashionConfig),
+                         (fashion_mnist_dde, fashion_mnist_dde.DDEFashionConfig)):
+        cfg = dataclasses.replace(base(), **module.PRESETS["smoke"])
+        cfg = cfgs.replace(cfg, {"data.classifier_dir": classifier_dir})
+        settings.add((cfg.data, cfg.seed))
+    for d, seed in settings:  # both presets share one setting today; a preset that differs gets its own
+        common.images(d, seed, progress=False)
 
 
 def run_main(main, argv):
@@ -273,10 +320,12 @@ def image_smoke_run(main, out, classifier_dir):
 
 
 # The image experiments' smoke runs, once per test session: their own tests read them, and
-# notebooks 02/03 restore them instead of training again. Every test that uses one is in the
-# xdist group IMAGE_SMOKE (pyproject sets --dist loadgroup), so one worker makes both runs and
-# the classifier they share, once.
-IMAGE_SMOKE = pytest.mark.xdist_group("image_smoke")
+# notebooks 02/03 restore them instead of training again. Every test that uses one is in that
+# run's xdist group (pyproject sets --dist loadgroup), so one worker makes each run, once; the
+# two groups are separate so that the two runs (the suite's largest chunks) can land on
+# different workers, and they share the classifier through smoke_classifier_dir.
+FASHION_RUN_GROUP = pytest.mark.xdist_group("fashion_smoke")
+DDE_RUN_GROUP = pytest.mark.xdist_group("dde_smoke")
 
 
 @pytest.fixture(scope="session")

@@ -86,8 +86,10 @@ def test_one_class_sample_set_reports_nine_classes_under_two_percent():
 
 def test_class_coverage_refuses_bad_labels():
     ref = np.arange(10)
+    with pytest.raises(TypeError, match="`labels` must be an array of integer class labels"):
+        coverage.class_coverage(np.array([0.5, 1.0]), ref)  # a wrong type
     with pytest.raises(ValueError, match="`labels` must be a non-empty 1-D array of integer"):
-        coverage.class_coverage(np.array([0.5, 1.0]), ref)
+        coverage.class_coverage(np.array([], int), ref)  # a wrong value
     with pytest.raises(ValueError, match=r"`labels` must hold labels in \[0, 10\)"):
         coverage.class_coverage(np.array([0, 12]), ref)
     with pytest.raises(ValueError, match="no sample of classes"):

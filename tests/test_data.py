@@ -281,8 +281,11 @@ def test_next_stacked_matches_single_batches():
 
 def test_bad_arguments_name_the_fix():
     x = np.zeros((10, 2))
-    for bad in (0, -3, 2.5, True, "8"):
-        with pytest.raises(ValueError, match="`batch_size` must be a positive int"):
+    for bad in (0, -3):  # a value out of range: ValueError; a wrong type: TypeError, as everywhere
+        with pytest.raises(ValueError, match="`batch_size` must be an int >= 1"):
+            data.BatchIterator(x, bad)
+    for bad in (2.5, True, "8"):
+        with pytest.raises(TypeError, match="`batch_size` must be an int >= 1"):
             data.BatchIterator(x, bad)
     with pytest.raises(ValueError, match=r"`batch_size`=11 exceeds the 10 .*batch_size <= 10"):
         data.BatchIterator(x, 11)
@@ -330,13 +333,14 @@ def test_real_fashion_mnist_test_split(tmp_path):
 # ---------------------------------------------------------------------------------------
 _X = np.zeros((10, 2))
 BAD_CALLS = [
-    ("batch-size-0", lambda: data.BatchIterator(_X, 0), ValueError, r"`batch_size` must be a positive int, got 0"),
+    ("batch-size-0", lambda: data.BatchIterator(_X, 0), ValueError, r"`batch_size` must be an int >= 1, got 0"),
     ("batch-size-too-large", lambda: data.BatchIterator(_X, 11), ValueError, r"`batch_size`=11 exceeds the 10"),
     ("batch-size-on-no-data", lambda: data.BatchIterator(np.zeros((0, 2)), 1), ValueError, r"exceeds the 0 examples"),
-    ("seed-float", lambda: data.BatchIterator(_X, 2, seed=1.5), ValueError, r"`seed` must be an int >= 0"),
+    ("seed-float", lambda: data.BatchIterator(_X, 2, seed=1.5), TypeError, r"`seed` must be an int >= 0"),
+    ("seed-negative", lambda: data.BatchIterator(_X, 2, seed=-1), ValueError, r"`seed` must be an int >= 0"),
     ("prefetch-negative", lambda: data.BatchIterator(_X, 2, prefetch=-1), ValueError, r"`prefetch` must be an int >= 0"),
     ("process-count-0", lambda: data.BatchIterator(_X, 2, process_index=0, process_count=0), ValueError,
-     r"`process_count` must be a positive int"),
+     r"`process_count` must be an int >= 1"),
     ("process-index-out", lambda: data.BatchIterator(_X, 2, process_index=2, process_count=2), ValueError,
      r"`process_index` must be an int in \[0, 2\)"),
     ("batch-not-split", lambda: data.BatchIterator(_X, 3, process_index=0, process_count=2), ValueError,
@@ -345,14 +349,14 @@ BAD_CALLS = [
     ("data-scalar", lambda: data.BatchIterator(np.float32(3.0), 1), ValueError, r"same first \(example\) dimension"),
     ("position-missing-key", lambda: data.BatchIterator(_X, 2).set_position({"epoch": 0}), ValueError,
      r"`position` must be a mapping with keys 'epoch' and 'index'"),
-    ("position-not-int", lambda: data.BatchIterator(_X, 2).set_position({"epoch": "0", "index": 1}), ValueError,
+    ("position-not-int", lambda: data.BatchIterator(_X, 2).set_position({"epoch": "0", "index": 1}), TypeError,
      r"`position` entries must be ints"),
     ("position-negative-epoch", lambda: data.BatchIterator(_X, 2).set_position({"epoch": -1, "index": 0}), ValueError,
      r"out of range"),
-    ("next-stacked-bool", lambda: data.BatchIterator(_X, 2).next_stacked(True), ValueError, r"`n` must be a positive int"),
+    ("next-stacked-bool", lambda: data.BatchIterator(_X, 2).next_stacked(True), TypeError, r"`n` must be an int >= 1"),
     ("pad-to-0", lambda: data.to_model_input(np.zeros((1, 28, 28), np.uint8), pad_to=0), ValueError, r"`pad_to`"),
-    ("pad-to-float", lambda: data.to_model_input(np.zeros((1, 28, 28), np.uint8), pad_to=32.0), ValueError,
-     r"`pad_to` must be a positive int or None"),
+    ("pad-to-float", lambda: data.to_model_input(np.zeros((1, 28, 28), np.uint8), pad_to=32.0), TypeError,
+     r"`pad_to` must be an int >= 1, or None"),
     ("images-float", lambda: data.to_model_input(np.zeros((1, 28, 28))), TypeError, r"`images` must be uint8"),
     ("images-2d", lambda: data.to_model_input(np.zeros((28, 28), np.uint8)), ValueError, r"`images` must be \(n, H, W\)"),
     ("load-limit-0", lambda: data.load_arrays("fashion_mnist", limit=0), ValueError, r"`limit` must be an int >= 1"),

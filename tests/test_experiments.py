@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import IMAGE_SMOKE, run_main
+from conftest import FASHION_RUN_GROUP, run_main
 
 from dsm_jax import config, runlog
 from dsm_jax import toy as toys
@@ -17,6 +17,9 @@ from experiments import fashion_mnist, toy2d
 from experiments import toy2d_dde_study as study
 
 SMOKE_TOY = "eight_gaussians"
+# The toy_run tests share one xdist group: a module fixture is made once per worker that runs
+# one of its tests, and under plain load distribution both workers made this 25-30 s run.
+TOY_SMOKE = pytest.mark.xdist_group("toy_smoke")
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +30,7 @@ def toy_run(tmp_path_factory):
     return out, results
 
 
+@TOY_SMOKE
 def test_toy2d_smoke_writes_metrics_json_of_every_method(toy_run):
     out, results = toy_run
     saved = json.loads((out / "metrics.json").read_text())
@@ -42,6 +46,7 @@ def test_toy2d_smoke_writes_metrics_json_of_every_method(toy_run):
     assert saved[f"{SMOKE_TOY}/dde-generator"]["generator_updates"] == 200 // 10
 
 
+@TOY_SMOKE
 def test_toy2d_smoke_reports_coverage_beside_every_sample_kl(toy_run):
     _, saved = toy_run
     for m in ("dde-generator", "mdsm"):
@@ -51,6 +56,7 @@ def test_toy2d_smoke_reports_coverage_beside_every_sample_kl(toy_run):
         assert r["kl_reverse"] > -3 * r["kl_reverse_stderr"] - 1e-6
 
 
+@TOY_SMOKE
 def test_toy2d_smoke_test_log_likelihood_gap_is_the_density_kl(toy_run):
     _, saved = toy_run
     r = saved[f"{SMOKE_TOY}/dde"]
@@ -60,6 +66,7 @@ def test_toy2d_smoke_test_log_likelihood_gap_is_the_density_kl(toy_run):
     assert 0.0 <= r["mass_outside_bounds"] < 0.5
 
 
+@TOY_SMOKE
 def test_toy2d_smoke_writes_figures_and_logs_every_run_and_the_monitor(toy_run):
     out, saved = toy_run
     assert (out / f"{SMOKE_TOY}.png").stat().st_size > 1000
@@ -142,7 +149,7 @@ def fashion_run(fashion_smoke_run):
     return fashion_smoke_run[:3]
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_fashion_mnist_smoke_writes_metrics(fashion_run):
     out, _, metrics = fashion_run
     saved = json.loads((out / "metrics.json").read_text())
@@ -158,7 +165,7 @@ def test_fashion_mnist_smoke_writes_metrics(fashion_run):
     assert steps[-1] == saved["train_steps"]
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_fashion_mnist_smoke_writes_images_and_samples(fashion_run):
     out, _, _ = fashion_run
     for png in ("samples.png", "inpainting.png", "loss.png", "train_grid_000020.png"):
@@ -166,7 +173,7 @@ def test_fashion_mnist_smoke_writes_images_and_samples(fashion_run):
     assert np.load(out / "samples.npz")["samples"].shape == (FASHION_SMOKE.sampler.n_samples, 32, 32, 1)
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_fashion_mnist_smoke_resumes_its_finished_checkpoint(fashion_run):
     # Training again into the same directory finds the finished checkpoint: no step runs.
     out, argv, _ = fashion_run

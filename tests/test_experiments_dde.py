@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import IMAGE_SMOKE
+from conftest import DDE_RUN_GROUP
 
 from dsm_jax import config
 from experiments import fashion_mnist_dde as fmd
@@ -24,7 +24,7 @@ def dde_run(dde_smoke_run):
     return dde_smoke_run
 
 
-@IMAGE_SMOKE
+@DDE_RUN_GROUP
 def test_smoke_writes_metrics(dde_run):
     out, _, metrics, printed = dde_run
     saved = json.loads((out / "metrics.json").read_text())
@@ -44,7 +44,7 @@ def test_smoke_writes_metrics(dde_run):
     assert "| DDE generator (one forward pass) |" in printed and "Langevin steps + Tweedie" in printed
 
 
-@IMAGE_SMOKE
+@DDE_RUN_GROUP
 def test_smoke_writes_images_and_samples(dde_run):
     out = dde_run[0]
     for png in ("samples.png", "density_samples.png", "loss.png", "train_grid_000020.png", "train_grid_000040.png"):
@@ -55,7 +55,7 @@ def test_smoke_writes_images_and_samples(dde_run):
     assert samples["generator"].min() > 0 and samples["generator"].max() < 1  # sigmoid output
 
 
-@IMAGE_SMOKE
+@DDE_RUN_GROUP
 def test_smoke_logs_the_losses_by_name_and_the_generator_monitor(dde_run):
     out = dde_run[0]
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -69,7 +69,7 @@ def test_smoke_logs_the_losses_by_name_and_the_generator_monitor(dde_run):
     assert "loss" not in records[-1]  # the DDE losses go by their names, nothing is aliased
 
 
-@IMAGE_SMOKE
+@DDE_RUN_GROUP
 def test_smoke_resumes_its_finished_checkpoint(dde_run):
     # Training again into the same directory restores the finished checkpoint: no step runs,
     # no E_q warm-up, and the restored generator is the trained one.

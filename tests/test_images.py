@@ -8,7 +8,6 @@ import pytest
 
 import dsm_jax as dj
 from dsm_jax import inpainting
-from test_nets import tiny_resnet  # noqa: F401 - the tiny ResNet fixture, shared
 
 
 class TestSampleInChunks:

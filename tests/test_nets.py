@@ -18,13 +18,6 @@ from dsm_jax import nets
 NAN = float("nan")
 
 
-@pytest.fixture(scope="module")
-def tiny_resnet():
-    module = dj.ResNetEnergy(width=4, n_stages=2, blocks_per_stage=2)
-    params = dj.init_params(module, jax.random.key(0), (16, 16, 1))
-    return dj.energy_fn_of(module), params
-
-
 # ---------------------------------------------------------------------------------------
 # MDSM's ResNet energy and the convolutions (moved from test_images.py).
 # ---------------------------------------------------------------------------------------

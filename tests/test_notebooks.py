@@ -8,7 +8,7 @@ import os
 
 import nbformat
 import pytest
-from conftest import IMAGE_SMOKE
+from conftest import DDE_RUN_GROUP, FASHION_RUN_GROUP
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,6 +61,8 @@ def test_notebook_problems_catches_errors_and_skipped_cells():
 # The image tours restore the experiments' smoke runs (session fixtures their own tests share)
 # instead of training their small networks again, and score with the classifier those runs cached.
 SMOKE_RUNS = {"02_fashion_mnist_mdsm.ipynb": "fashion_smoke_run", "03_dde_generator.ipynb": "dde_smoke_run"}
+# each tour in its run's xdist group, so it runs on the worker that made the run
+SMOKE_GROUPS = {"02_fashion_mnist_mdsm.ipynb": FASHION_RUN_GROUP, "03_dde_generator.ipynb": DDE_RUN_GROUP}
 
 
 def printed(nb) -> str:
@@ -68,7 +70,7 @@ def printed(nb) -> str:
                    for out in cell.get("outputs", []) if out.get("output_type") == "stream")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=IMAGE_SMOKE) if n in SMOKE_RUNS else n for n in EXPECTED])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=SMOKE_GROUPS[n]) if n in SMOKE_RUNS else n for n in EXPECTED])
 def test_notebook_executes(name, monkeypatch, request):
     monkeypatch.setenv("DSM_JAX_NOTEBOOK_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")

@@ -207,10 +207,23 @@ def test_ess_and_rhat_check_their_draws():
             fn(good.astype(np.int32))
         bad = good.copy()
         bad[0, 1, 2] = np.nan
-        with pytest.raises(ValueError, match="`draws` holds NaN"):
-            fn(bad)
+        with pytest.raises(ValueError, match=r"`draws` has 1 non-finite value\(s\) \(NaN/inf\), in rows \[0\]"):
+            fn(bad)  # check_all_finite's message: the rows are the chains
     with pytest.raises(ValueError, match="at least 2 chains"):
         dj.potential_scale_reduction(good[:1])
+
+
+def test_ess_compiles_once_for_repeated_calls():
+    # one module-level jit wrapper per estimator: a second call of the same shape is a cache hit
+    import blackjax
+    from dsm_jax import diagnostics
+    jitted = diagnostics._jitted(blackjax.diagnostics.effective_sample_size)
+    assert jitted is diagnostics._jitted(blackjax.diagnostics.effective_sample_size)
+    before = jitted._cache_size()  # other tests may have compiled other shapes already
+    draws = np.random.default_rng(0).normal(size=(2, 9, 5)).astype(np.float32)  # a shape no other test uses
+    dj.effective_sample_size(draws)
+    dj.effective_sample_size(draws + 1)
+    assert jitted._cache_size() == before + 1
 
 
 def test_import_works_without_blackjax_and_names_the_extra_when_needed():

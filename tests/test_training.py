@@ -331,6 +331,11 @@ class _NoStep(NamedTuple):
     ({"n_steps": 2.5}, TypeError, r"`n_steps` must be an int >= 1"),
     ({"n_steps": True}, TypeError, r"`n_steps` must be an int >= 1"),
     ({"step_fn": None}, TypeError, r"`step_fn` must be a function"),
+    # the wrong arity for the loop: refused up front, not a raw TypeError from inside the scan
+    ({"batches": lambda n: None}, TypeError, r"`step_fn` must be a function \(state, batch\) -> \(state, metrics\), "
+     r"as fit has `batches` taking 2 positional argument\(s\), got step\(state\)"),
+    ({"step_fn": lambda state, batch: (state, {})}, TypeError,
+     r"`step_fn` must be a function \(state\) -> \(state, metrics\), as fit has no `batches`"),
     ({"state": _NoStep(jnp.zeros(()))}, TypeError, r"`state` must have a `step` field"),
 ])
 def test_fit_refuses_bad_arguments_before_compute(tmp_path, kwargs, error, message):

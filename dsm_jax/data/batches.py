@@ -31,25 +31,22 @@ class BatchIterator:
     def __init__(self, data, batch_size: int, *, seed: int = 0, prefetch: int = 0,
                  process_index: int | None = None, process_count: int | None = None):
         self._data, self._n = _check_data(data)
-        if not validation.is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
+        batch_size = validation.check_positive_int("batch_size", batch_size)
         if batch_size > self._n:
             raise ValueError(
                 f"`batch_size`={batch_size} exceeds the {self._n} examples; pass "
                 f"batch_size <= {self._n} (every epoch drops its incomplete last batch)."
             )
-        if not validation.is_int(seed) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0 (numpy seeds), got {seed!r}.")
-        if not validation.is_int(prefetch) or prefetch < 0:
-            raise ValueError(f"`prefetch` must be an int >= 0 (0 = off), got {prefetch!r}.")
+        seed = validation.check_positive_int("seed", seed, minimum=0, what="numpy seeds")
+        prefetch = validation.check_positive_int("prefetch", prefetch, minimum=0, what="0 = off")
         if process_index is None or process_count is None:
             import jax  # only for the process layout of a multi-host run
 
             process_index = jax.process_index() if process_index is None else process_index
             process_count = jax.process_count() if process_count is None else process_count
-        if not validation.is_int(process_count) or process_count < 1:
-            raise ValueError(f"`process_count` must be a positive int, got {process_count!r}.")
-        if not validation.is_int(process_index) or not 0 <= process_index < process_count:
+        process_count = validation.check_positive_int("process_count", process_count)
+        process_index = validation.check_positive_int("process_index", process_index, minimum=0)
+        if process_index >= process_count:
             raise ValueError(f"`process_index` must be an int in [0, {process_count}), got {process_index!r}.")
         if batch_size % process_count:
             raise ValueError(
@@ -91,8 +88,7 @@ class BatchIterator:
 
     def next_stacked(self, n: int):
         """The next ``n`` batches stacked on a new leading axis: leaves (n, batch, ...)."""
-        if not validation.is_int(n) or n < 1:
-            raise ValueError(f"`n` must be a positive int, got {n!r}.")
+        n = validation.check_positive_int("n", n)
         return self._take(int(n))
 
     def close(self) -> None:
@@ -153,7 +149,7 @@ def _check_position(position) -> tuple[int, int]:
     entries = (position["epoch"], position["index"])
     # ints, or 0-d integer arrays (a position read back from a checkpoint)
     if not all(np.ndim(v) == 0 and np.asarray(v).dtype.kind in "iu" for v in entries):
-        raise ValueError(f"`position` entries must be ints, got {dict(position)!r}.")
+        raise TypeError(f"`position` entries must be ints, got {dict(position)!r}.")
     return int(entries[0]), int(entries[1])
 
 

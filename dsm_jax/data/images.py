@@ -11,8 +11,7 @@ __all__ = ["check_images", "check_pad_to", "padded_shape", "to_model_input"]
 
 
 def check_pad_to(pad_to) -> None:
-    if pad_to is not None and (not validation.is_int(pad_to) or pad_to < 1):
-        raise ValueError(f"`pad_to` must be a positive int or None, got {pad_to!r}.")
+    validation.check_optional_int("pad_to", pad_to, 1, "no padding")
 
 
 def padded_shape(shape, pad_to: int | None = 32) -> tuple[int, int, int]:
