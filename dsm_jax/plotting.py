@@ -72,6 +72,36 @@ def loss_curves(path, curves: dict, title: str, series: dict | None = None) -> N
     fig.savefig(path, dpi=100)
 
 
+def quality_vs_time(path, curves: dict, *, baseline: tuple[float, float] | None = None, floor: float | None = None,
+                    title: str = "") -> None:
+    """FD against training minutes, one line per run: ``curves[name]`` is a list of monitor
+    records with ``train_seconds`` and ``fd`` (records without an ``fd``, e.g. non-finite
+    points, are left out). ``baseline`` ``(mean, std)``: the Gaussian-baseline FD as a line with
+    its ±2 std band; ``floor``: the FD floor as a dashed line. FD on a log scale, so the floor
+    and the curves share one panel."""
+    if not isinstance(curves, dict) or not curves:
+        raise ValueError(f"`curves` must be a non-empty dict run name -> list of records, got {curves!r:.80}.")
+    fig = Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for name, records in curves.items():
+        points = sorted((r["train_seconds"] / 60, r["fd"]) for r in records if "fd" in r and "train_seconds" in r)
+        if points:
+            ax.plot(*zip(*points), marker="o", ms=3, lw=1.2, label=name)
+    if baseline is not None:
+        mean, std = baseline
+        ax.axhspan(max(mean - 2 * std, 1e-6), mean + 2 * std, color="0.85", zorder=0)
+        ax.axhline(mean, color="0.4", lw=1, label=f"Gaussian baseline {mean:.1f} ± 2·{std:.1f}")
+    if floor is not None:
+        ax.axhline(floor, color="0.4", lw=1, ls="--", label=f"floor (training subset) {floor:.2f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("training minutes (monitor time excluded)")
+    ax.set_ylabel("FD (classifier features)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def image_grid(path, images, n_cols: int = 10, title: str | None = None) -> None:
     """Save ``images`` (n, H, W) or (n, H, W, C) in [0, 1] as one PNG grid. Non-finite images
     raise ``FloatingPointError`` (clipping would hide them) and nothing is written."""

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from dsm_jax import config as cfgs
-from dsm_jax import data, image_metrics, parallel, runlog
+from dsm_jax import coverage, data, image_metrics, parallel, runlog, validation
 from dsm_jax.config import field
 
 
@@ -60,25 +60,74 @@ def read_json(path: str):
 
 
 class Monitor:
-    """A ``fit`` callback (wrap it in ``dj.Every(n, monitor, at_end=True)`` to choose when)
-    that calls ``measure(state, step, train_seconds) -> record | None``, appends the record
-    to ``log_path`` and keeps the seconds it spends apart: :meth:`train_seconds` is the
-    wall-clock since ``start`` minus the monitor's own time."""
+    """A ``fit`` callback (wrap it in ``dj.Every(n, monitor, at_end=True)`` or
+    :class:`EverySeconds` to choose when) that calls ``measure(state, step, train_seconds) ->
+    record | None``, appends the record to ``log_path`` and keeps the seconds it spends
+    apart: :meth:`train_seconds` is the wall-clock since ``start`` minus the monitor's own
+    time. ``clock`` (seconds, default ``time.perf_counter``) is there for tests."""
 
-    def __init__(self, measure: Callable, log_path: str | None, start: float | None = None):
-        self.measure, self.log_path = measure, log_path
-        self.start = time.perf_counter() if start is None else start
+    def __init__(self, measure: Callable, log_path: str | None, start: float | None = None,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.measure, self.log_path, self.clock = measure, log_path, clock
+        self.start = clock() if start is None else start
         self.seconds = 0.0
 
     def train_seconds(self) -> float:
-        return time.perf_counter() - self.start - self.seconds
+        return self.clock() - self.start - self.seconds
 
     def __call__(self, state, record) -> None:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         entry = self.measure(state, record["step"], t0 - self.start - self.seconds)
         if entry is not None and self.log_path:
             runlog.append_record(self.log_path, entry)
-        self.seconds += time.perf_counter() - t0
+        self.seconds += self.clock() - t0
+
+
+class EverySeconds:
+    """A plain ``fit`` callback (fit calls it at every chunk end) that runs ``monitor`` (a
+    :class:`Monitor`) at the first chunk end where its training seconds (the monitor's own
+    time excluded) reach the next multiple of ``seconds``, and, with ``at_end``, at step
+    ``n_steps``. A chunk that spans several multiples gives one point; the next is due at the
+    multiple after the current time. ``seconds`` 0 runs it at every chunk end."""
+
+    def __init__(self, seconds: float, monitor: Monitor, n_steps: int, at_end: bool = False):
+        if not validation.is_real_number(seconds) or not 0 <= seconds < float("inf"):
+            raise ValueError(f"`seconds` (the monitor's period) must be a finite number >= 0, got {seconds!r}; "
+                             "e.g. --set train.monitor_every_seconds=300.")
+        self.seconds, self.monitor, self.n_steps, self.at_end = float(seconds), monitor, n_steps, at_end
+        self.due_at = self.seconds
+
+    def __call__(self, state, record) -> None:
+        now = self.monitor.train_seconds()
+        if now >= self.due_at or (self.at_end and record["step"] >= self.n_steps):
+            self.monitor(state, record)
+            if self.seconds > 0:
+                self.due_at = (np.floor(now / self.seconds) + 1) * self.seconds
+
+
+MONITOR_FIELDS = ("fd", "classes_under", "class_min", "class_kl")  # what a monitor's record scores
+
+
+def sample_scorer(clf_params, x_test, y_test) -> Callable:
+    """``score(samples) -> {fd, classes_under, class_min, class_kl}``: the FD of the samples
+    (clipped to [0, 1], as :meth:`Images.score` scores them) against the test set's classifier
+    features, computed once here, and their class coverage against ``y_test`` — the same
+    numbers as :meth:`Images.score`'s ``fd`` and coverage fields, without its floor, baselines
+    and training-set features (~40 s), so training monitors can call it often. ``None`` when a
+    sample is non-finite."""
+    test_stats = image_metrics.gaussian_stats(image_metrics.classifier_features(clf_params, x_test))
+
+    def score(samples):
+        x = np.asarray(samples)
+        if not np.all(np.isfinite(x)):
+            return None
+        x = np.clip(x, 0.0, 1.0)
+        fd = image_metrics.frechet_distance(*image_metrics.gaussian_stats(
+            image_metrics.classifier_features(clf_params, x)), *test_stats)
+        classes = coverage.class_coverage(np.argmax(image_metrics.classifier_logits(clf_params, x), 1), y_test)
+        return {"fd": fd, **{k: classes[k] for k in MONITOR_FIELDS[1:]}}
+
+    return score
 
 
 # ---------------------------------------------------------------------------------------

@@ -75,9 +75,30 @@ def _init_state(cfg, module, k_init, k_train):
                                ema=cfg.train.ema_decay is not None)
 
 
-def train(cfg, x_train, out, progress):
+def fd_monitor(cfg, sampler, images, key):
+    """``record(state, step, seconds) -> dict`` for :func:`train`'s monitor: FD and class coverage
+    (:func:`common.sample_scorer`, the run's classifier) of ``data.fd_n`` samples drawn by the run's
+    annealed ``sampler`` from the sampling params (EMA when tracked) with the same ``key`` and
+    starts each time (the main run's, so the curve's points are comparable with its final FD)."""
+    score = common.sample_scorer(images.clf_params, images.x_test, images.y_test)
+
+    def record(state, step, seconds):
+        params = state.ema if cfg.train.ema_decay is not None else state.params
+        x, _ = dj.sample_in_chunks(sampler, params, key, init_fn(cfg), cfg.data.fd_n, cfg.sampler.sample_chunk,
+                                   with_info=True)
+        scores = score(x)
+        return {"run": "fd_monitor", "step": step, "train_seconds": seconds,
+                **(scores if scores is not None else {"nonfinite": True})}
+
+    return record
+
+
+def train(cfg, x_train, out, progress, monitor=None):
     """MDSM training with EMA, checkpoints every ``train.checkpoint_every`` steps (resumes),
-    JSONL logs and sample grids; returns the sampling params and the training history."""
+    JSONL logs and sample grids; returns the sampling params, the training history and the
+    training seconds. ``monitor`` (see :func:`fd_monitor`) runs every
+    ``train.monitor_every_seconds`` of training through a :class:`common.Monitor` (record
+    appended to ``metrics.jsonl``; its time is not counted)."""
     t = cfg.train
     module = energy_module(cfg, cfg.model.train_conv)
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
@@ -99,17 +120,22 @@ def train(cfg, x_train, out, progress):
             warnings.warn(f"{err} Lower `sampler.step_size` or `sampler.t_high` for sampling.", RuntimeWarning)
 
     t0 = time.perf_counter()
+    log_path = os.path.join(out, "metrics.jsonl")
+    watch = common.Monitor(monitor, log_path, t0)
+    timed = monitor is not None and t.monitor_every_seconds is not None
     try:
         state, history = dj.fit(
             step, state, t.steps, steps_per_call=t.steps_per_call, batches=batches, desc="mdsm train",
-            progress=progress, log_path=os.path.join(out, "metrics.jsonl"),
+            progress=progress, log_path=log_path,
             checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=t.checkpoint_every,
-            keep_checkpoints=t.keep_checkpoints, callback=dj.Every(t.grid_every or 0, save_grid), mesh=mesh,
+            keep_checkpoints=t.keep_checkpoints, mesh=mesh,
+            callback=[dj.Every(t.grid_every or 0, save_grid),
+                      *([common.EverySeconds(t.monitor_every_seconds, watch, t.steps)] if timed else [])],
             fingerprint=cfgs.fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
         )
     finally:
         batches.close()
-    return (state.ema if t.ema_decay is not None else state.params), history, time.perf_counter() - t0
+    return (state.ema if t.ema_decay is not None else state.params), history, watch.train_seconds()
 
 
 def load_run(run_dir: str, conv_impl: str | None = None):
@@ -164,10 +190,10 @@ def main(argv=None):
     progress = not args.no_progress
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
 
-    params, history, train_s = train(cfg, images.x_train, out, progress)
     energy_fn = dj.energy_fn_of(energy_module(cfg, cfg.model.sample_conv))
     k_sample, k_inpaint, k_fd = jax.random.split(jax.random.key(cfg.seed + 1), 3)
     sampler, n_sampler_steps = make_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
+    params, history, train_s = train(cfg, images.x_train, out, progress, fd_monitor(cfg, sampler, images, k_sample))
     t0 = time.perf_counter()
     samples, sample_info = dj.sample_in_chunks(sampler, params, k_sample, init_fn(cfg), s.n_samples,
                                                s.sample_chunk, with_info=True, progress=progress, desc="annealed Langevin")
@@ -180,17 +206,25 @@ def main(argv=None):
     plotting.image_grid(os.path.join(out, "samples.png"), samples[:100], n_cols=10,
                         title=f"MDSM on {cfg.data.dataset}, {cfg.train.steps} steps, {n_sampler_steps} Langevin steps")
     fd = images.score(samples, k_fd)
+    log = os.path.join(out, "metrics.jsonl")
+    if cfg.train.monitor_every_seconds is not None and history:
+        # The curve's last point is this sampling run (same key and starts as the monitor's: the same
+        # draws when sampler.n_samples = data.fd_n, as in every preset), not a second chain.
+        runlog.append_record(log, {"run": "fd_monitor", "step": cfg.train.steps, "train_seconds": train_s,
+                                   **{k: fd[k] for k in common.MONITOR_FIELDS}})
     psnr, inpaint_rows = inpaint(cfg, energy_fn, params, images.x_test, images.x_train, k_inpaint)
     plotting.image_grid(os.path.join(out, "inpainting.png"), inpaint_rows, n_cols=8,
                         title="per mask: truth / observed / MDSM / nearest training image")
-    # The curve from the log, not this call's history: a resumed run only ran its tail.
-    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": runlog.read_log(os.path.join(out, "metrics.jsonl"))},
+    # The curve from the log, not this call's history (a resumed run only ran its tail); training
+    # records carry no "run" field, so run=None leaves the monitor's out.
+    plotting.loss_curves(os.path.join(out, "loss.png"), {"mdsm": runlog.read_log(log, run=None)},
                          cfg.data.dataset)
     metrics = {
         **fd, "classifier_accuracy": images.clf_info["test_accuracy"], "inpainting_psnr": psnr,
         "dataset": cfg.data.dataset, "train_steps": cfg.train.steps, "train_seconds": train_s,
         "sample_seconds": sample_s, "n_samples": s.n_samples, "sampler_steps": n_sampler_steps,
         "final_loss": history[-1].get("loss") if history else None,
+        "fd_curve": runlog.read_log(log, run="fd_monitor"),
     }
     common.write_json(os.path.join(out, "metrics.json"), metrics)
     print(results_table(metrics))

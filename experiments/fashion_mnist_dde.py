@@ -40,7 +40,7 @@ import numpy as np
 
 import dsm_jax as dj
 from dsm_jax import config as cfgs
-from dsm_jax import checkpoint, coverage, data, image_metrics, parallel, plotting, runlog
+from dsm_jax import checkpoint, data, parallel, plotting, runlog
 from experiments import common
 from experiments.common import n_params, refuse_nonfinite
 from experiments.configs.fashion_mnist_dde import ARCHS, PRESETS, DDEFashionConfig
@@ -59,21 +59,17 @@ RESUME_IGNORED = cfgs.resume_ignored(DDEFashionConfig)  # deprecated: read the `
 def generator_monitor(cfg, generator_fn, clf_params, x_test, y_test):
     """``record(state, step, seconds) -> dict``: FD and class coverage of ``monitor.n`` generator
     samples of fixed latents (clipped to [0, 1], as scored at the end) against the test set's
-    classifier features, computed once here. One forward pass of G and of the classifier."""
-    test_stats = image_metrics.gaussian_stats(image_metrics.classifier_features(clf_params, x_test))
+    classifier features (:func:`common.sample_scorer`). One forward pass of G and of the classifier."""
+    score = common.sample_scorer(clf_params, x_test, y_test)
     z = latent_sampler(cfg, cfg.monitor.n)(jax.random.key(cfg.seed + 2))
     generate = jax.jit(generator_fn)
 
     def record(state, step, seconds):
-        x = np.asarray(generate(state.gen.params, z))
-        if not np.all(np.isfinite(x)):
+        scores = score(generate(state.gen.params, z))
+        if scores is None:
             return {"step": step, "run": "generator_monitor", "nonfinite": True}
-        x = np.clip(x, 0.0, 1.0)
-        fd = image_metrics.frechet_distance(*image_metrics.gaussian_stats(
-            image_metrics.classifier_features(clf_params, x)), *test_stats)
-        classes = coverage.class_coverage(np.argmax(image_metrics.classifier_logits(clf_params, x), 1), y_test)
-        return {"step": step, "run": "generator_monitor", "fd": fd, "train_seconds": seconds,
-                **{k: classes[k] for k in ("classes_under", "class_min", "class_kl")}}
+        return {"step": step, "run": "generator_monitor", "fd": scores["fd"], "train_seconds": seconds,
+                **{k: scores[k] for k in ("classes_under", "class_min", "class_kl")}}
 
     return record
 
@@ -81,7 +77,8 @@ def generator_monitor(cfg, generator_fn, clf_params, x_test, y_test):
 def train(cfg, x_train, out, progress, monitor=None):
     """E_p then E_q warm-ups (skipped when resuming), then the DDE loop through ``fit`` with real
     batches from a :class:`data.BatchIterator` (its position is checkpointed). ``monitor`` (see
-    :func:`generator_monitor`) runs every ``monitor.every`` steps through a :class:`common.Monitor`
+    :func:`generator_monitor`) runs every ``monitor.every`` steps (and ``monitor.every_seconds``
+    of training, :class:`common.EverySeconds`) through a :class:`common.Monitor`
     (record appended to ``metrics.jsonl``, its time not counted). Returns the final state, the
     loop's history and the wall-clock of this call."""
     t = cfg.train
@@ -126,7 +123,10 @@ def train(cfg, x_train, out, progress, monitor=None):
             progress=progress, log_path=log_path, log_extra={"run": "dde"}, checkpoint_dir=ckpt_dir,
             checkpoint_every=t.checkpoint_every, keep_checkpoints=t.keep_checkpoints, mesh=mesh,
             callback=[dj.Every(t.grid_every or 0, save_grid),
-                      dj.Every((cfg.monitor.every or 0) if monitor else 0, watch, at_end=True)], fingerprint=cfgs.fingerprint(cfg),
+                      dj.Every((cfg.monitor.every or 0) if monitor else 0, watch, at_end=True),
+                      *([common.EverySeconds(cfg.monitor.every_seconds, watch, t.steps)]
+                        if monitor and cfg.monitor.every_seconds is not None else [])],
+            fingerprint=cfgs.fingerprint(cfg),
             compiler_options=options,
         )
     finally:

@@ -311,10 +311,11 @@ def run_main(main, argv):
     return result, buffer.getvalue()
 
 
-def image_smoke_run(main, out, classifier_dir):
-    """An image experiment's smoke run into ``out`` scored with the shared classifier:
-    ``(out, argv, metrics, printed)``."""
+def image_smoke_run(main, out, classifier_dir, sets=()):
+    """An image experiment's smoke run into ``out`` scored with the shared classifier (plus
+    ``--set`` of each of ``sets``): ``(out, argv, metrics, printed)``."""
     argv = ["--preset", "smoke", "--out", str(out), "--no-progress", "--set", f"data.classifier_dir={classifier_dir}"]
+    argv += [a for s in sets for a in ("--set", s)]
     metrics, printed = run_main(main, argv)
     return out, argv, metrics, printed
 
@@ -328,11 +329,16 @@ FASHION_RUN_GROUP = pytest.mark.xdist_group("fashion_smoke")
 DDE_RUN_GROUP = pytest.mark.xdist_group("dde_smoke")
 
 
+FASHION_SMOKE_MONITOR = "train.monitor_every_seconds=0"
+
+
 @pytest.fixture(scope="session")
 def fashion_smoke_run(tmp_path_factory, smoke_classifier_dir):
-    """experiments.fashion_mnist at its smoke preset: ``(out, argv, metrics, printed)``."""
+    """experiments.fashion_mnist at its smoke preset with the FD monitor at every chunk end
+    (the fashion_mnist_study tests read it as a finished row): ``(out, argv, metrics, printed)``."""
     from experiments import fashion_mnist
-    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir)
+    return image_smoke_run(fashion_mnist.main, tmp_path_factory.mktemp("fm"), smoke_classifier_dir,
+                           sets=(FASHION_SMOKE_MONITOR,))
 
 
 @pytest.fixture(scope="session")

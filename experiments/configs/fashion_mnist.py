@@ -57,6 +57,9 @@ class Train:
     grid_every: int | None = field(2000, legacy_none=0, **OFF)  # sample grid PNG (current params) every N steps; None: never
     grid_samples: int = field(16, **OFF)
     skip_nonfinite: bool = field(False, **OFF)  # skip (and count) NaN/inf steps instead of stopping
+    # FD monitor: every N seconds of training (its own time excluded) FD and class coverage of data.fd_n
+    # samples of the run's chain, same key each time, logged as run "fd_monitor"; None: never
+    monitor_every_seconds: float | None = field(None, added=True, **OFF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +100,7 @@ class FashionConfig(cfgs.Legacy):
                           "data.fd_n", "data.train_limit", "data.test_limit"),
             nonnegative_int=("seed", "train.checkpoint_every", "sampler.n_constant", "sampler.n_exponential",
                              "sampler.n_linear"),
+            nonnegative=("train.monitor_every_seconds",),
             positive=("train.lr", "train.final_lr", "train.sigma_min", "train.sigma_max", "train.sigma0",
                       "sampler.t_high", "sampler.step_size", "sampler.init_std"),
             open_unit=("train.b1", "train.b2", "train.ema_decay"),

@@ -74,8 +74,10 @@ class Train:
 @dataclasses.dataclass(frozen=True)
 class Monitor:
     """FD (against the test set's features) and class coverage of ``n`` samples of fixed
-    latents every ``every`` steps (None: never), logged as run "generator_monitor"."""
+    latents every ``every`` steps (None: never), and every ``every_seconds`` of training (its own
+    time excluded; None: never, the default), logged as run "generator_monitor"."""
     every: int | None = field(2500, legacy_none=0, **OFF)
+    every_seconds: float | None = field(None, added=True, **OFF)
     n: int = field(1000, **OFF)
 
 
@@ -120,6 +122,7 @@ class DDEFashionConfig(cfgs.Legacy):
                           "data.train_limit", "data.test_limit"),
             nonnegative_int=("seed", "train.p_warmup_steps", "train.q_warmup_steps", "train.checkpoint_every",
                              "density.n_constant", "density.n_exponential", "density.n_final"),
+            nonnegative=("monitor.every_seconds",),
             positive=("gen.init_scale", "train.lr", "gen.lr", "train.sigma", "train.sigma_start",
                       "density.step_size", "density.t_high", "density.init_std"),
             open_unit=("train.b1", "train.b2", "gen.b1", "gen.b2"),
