@@ -1,5 +1,6 @@
-"""MDSM on Fashion-MNIST: train the ResNet energy, sample with annealed Langevin, inpaint,
-and score the samples with a classifier-feature Fréchet distance.
+"""MDSM on Fashion-MNIST: train the energy (MDSM's ResNet, or with ``--set model.kind=densenet``
+the DDE paper's DenseNet MLP), sample with annealed Langevin, inpaint, and score the samples
+with a classifier-feature Fréchet distance.
 
 Any prepared image set runs with ``--set data.dataset=NAME`` (``mnist``, ``cifar10``, ...;
 docs/datasets.md): shapes and channels follow the data, and the FD classifier is trained
@@ -15,7 +16,7 @@ The config (groups data, model, train, sampler, inpaint) is in
 
     python -m experiments.fashion_mnist                  # default CPU preset (< 60 min, 2 cores)
     python -m experiments.fashion_mnist --preset smoke   # < 3 min: a few steps of everything
-    python -m experiments.fashion_mnist --preset paper   # MDSM's settings (GPU/TPU)
+    python -m experiments.fashion_mnist --preset paper   # MDSM's run as their code has it, no EMA (GPU/TPU)
     python -m experiments.fashion_mnist --preset cifar10 # MDSM's CIFAR-10 paper run (GPU/TPU, TFDS cifar10)
     python -m experiments.fashion_mnist --data_dir DIR   # IDX files from elsewhere
 """
@@ -33,15 +34,20 @@ import dsm_jax as dj
 from dsm_jax import config as cfgs
 from dsm_jax import data, inpainting, parallel, plotting, runlog
 from experiments import common
-from experiments.configs.fashion_mnist import PRESETS, FashionConfig
+from experiments.configs.fashion_mnist import PRESETS, FashionConfig, load_config, run_fingerprint
 
-__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "make_sampler", "results_table", "data"]
+__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "load_config", "make_sampler", "results_table",
+           "data"]
 RESUME_IGNORED = cfgs.resume_ignored(FashionConfig)  # deprecated: read the `resume` field metadata instead
 
 
-def energy_module(cfg, conv_impl: str) -> dj.ResNetEnergy:
+def energy_module(cfg):
+    """The run's energy network: ``model.kind`` "resnet" (MDSM's, its convolutions ``model.conv``)
+    or "densenet" (the DDE paper's softplus DenseNet MLP)."""
     m = cfg.model
-    return dj.ResNetEnergy(width=m.width, n_stages=m.n_stages, blocks_per_stage=m.blocks_per_stage, conv_impl=conv_impl)
+    if m.kind == "densenet":
+        return dj.DenseNetEnergy(m.depth, m.growth, "softplus", quadratic=m.quadratic)
+    return dj.ResNetEnergy(width=m.width, n_stages=m.n_stages, blocks_per_stage=m.blocks_per_stage, conv_impl=m.conv)
 
 
 def temperatures(cfg):
@@ -94,13 +100,13 @@ def fd_monitor(cfg, sampler, images, key):
 
 
 def train(cfg, x_train, out, progress, monitor=None):
-    """MDSM training with EMA, checkpoints every ``train.checkpoint_every`` steps (resumes),
-    JSONL logs and sample grids; returns the sampling params, the training history and the
-    training seconds. ``monitor`` (see :func:`fd_monitor`) runs every
+    """MDSM training (with an EMA when ``train.ema_decay`` is set), checkpoints every
+    ``train.checkpoint_every`` steps (resumes), JSONL logs and sample grids; returns the sampling
+    params, the training history and the training seconds. ``monitor`` (see :func:`fd_monitor`) runs every
     ``train.monitor_every_seconds`` of training through a :class:`common.Monitor` (record
     appended to ``metrics.jsonl``; its time is not counted)."""
     t = cfg.train
-    module = energy_module(cfg, cfg.model.train_conv)
+    module = energy_module(cfg)
     k_init, k_train = jax.random.split(jax.random.key(cfg.seed))
     state = _init_state(cfg, module, k_init, k_train)
     loss_fn = dj.mdsm_loss(dj.energy_fn_of(module), t.sigma_min, t.sigma_max, t.sigma0, spacing=t.sigma_spacing)
@@ -108,7 +114,7 @@ def train(cfg, x_train, out, progress, monitor=None):
     step = dj.make_train_step(loss_fn, optimizer(cfg), ema_decay=t.ema_decay, skip_nonfinite=t.skip_nonfinite,
                               mesh=mesh)
     batches = data.BatchIterator(x_train, t.batch_size, seed=cfg.seed, prefetch=2)
-    grid_sampler, _ = make_sampler(cfg, dj.energy_fn_of(energy_module(cfg, cfg.model.sample_conv)))
+    grid_sampler, _ = make_sampler(cfg, dj.energy_fn_of(module))
 
     def save_grid(state, record):
         # The current params, not the EMA: early in training the EMA still carries the init.
@@ -131,20 +137,22 @@ def train(cfg, x_train, out, progress, monitor=None):
             keep_checkpoints=t.keep_checkpoints, mesh=mesh,
             callback=[dj.Every(t.grid_every or 0, save_grid),
                       *([common.EverySeconds(t.monitor_every_seconds, watch, t.steps)] if timed else [])],
-            fingerprint=cfgs.fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
+            fingerprint=run_fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
         )
     finally:
         batches.close()
     return (state.ema if t.ema_decay is not None else state.params), history, watch.train_seconds()
 
 
-def load_run(run_dir: str, conv_impl: str | None = None):
+def load_run(run_dir: str, conv: str | None = None):
     """A finished (or checkpointed) run of this script: ``(cfg, energy_fn, params, step)``, the
     sampling params (EMA when tracked) from the latest checkpoint in ``run_dir/checkpoints``,
-    its step, and the energy built with ``conv_impl`` (default: the run's ``model.sample_conv``).
-    Runs written before configs were nested load too."""
-    cfg = cfgs.load(FashionConfig(), os.path.join(run_dir, "config.json"))
-    module = energy_module(cfg, conv_impl or cfg.model.sample_conv)
+    its step, and the energy (a ResNet's built with ``conv``, default the run's ``model.conv``).
+    Runs written before configs were nested, or with two convs, load too (:func:`load_config`)."""
+    cfg = load_config(os.path.join(run_dir, "config.json"))
+    if conv is not None:
+        cfg = cfgs.replace(cfg, {"model.conv": conv})  # same parameters whatever the conv
+    module = energy_module(cfg)
     ckpt = dj.Checkpoints(os.path.join(run_dir, "checkpoints"))
     try:
         restored = ckpt.restore_latest(_init_state(cfg, module, jax.random.key(0), jax.random.key(0)))
@@ -190,7 +198,7 @@ def main(argv=None):
     progress = not args.no_progress
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
 
-    energy_fn = dj.energy_fn_of(energy_module(cfg, cfg.model.sample_conv))
+    energy_fn = dj.energy_fn_of(energy_module(cfg))
     k_sample, k_inpaint, k_fd = jax.random.split(jax.random.key(cfg.seed + 1), 3)
     sampler, n_sampler_steps = make_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
     params, history, train_s = train(cfg, images.x_train, out, progress, fd_monitor(cfg, sampler, images, k_sample))

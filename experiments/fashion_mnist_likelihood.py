@@ -1,4 +1,4 @@
-"""Test log-likelihood of a trained Fashion-MNIST energy (DDE's E_p or MDSM's ResNet): log Z by
+"""Test log-likelihood of a trained Fashion-MNIST energy (DDE's E_p or MDSM's energy): log Z by
 AIS (IS as a cross-check), the σ-smoothed test set, nats/image and bits/dim, with error bars.
 
 ``p(x) = exp(−E(x)) / Z`` over the 1,024 numbers the network sees (T = 1) is scored on the σ-smoothed
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dsm_jax import config as cfgs
-from dsm_jax import data
+from dsm_jax import data, nets
 from dsm_jax import likelihood as lk
 from experiments import common
 
@@ -44,7 +44,7 @@ class LikelihoodConfig:
     train_limit: int = 0      # training images for the Gaussian fit (0: all 60,000)
     test_limit: int = 0       # test images scored (0: all 10,000)
     eval_sigma: float = 0.0   # 0: the run's σ (DDE) or sigma_min (MDSM)
-    conv_impl: str = "matmul"  # conv nets inside AIS's scan: MatmulConv on CPU (jax-ml/jax#12868)
+    conv_impl: str = ""       # a conv net's convolution (nets.CONV_IMPLS; same parameters); "": the run's own
     proposal: str = "full"    # AIS/IS start: "full" N(μ, C + σ²I) or "diag" N(μ, diag(var + σ²))
     proposal_inflation: float = 1.0
     # 0 = the per-model default in AUTO (the costs differ ~50x between the two networks).
@@ -71,7 +71,7 @@ class LikelihoodConfig:
             positive_int=("is_chunk", "eval_chunk"),
             nonnegative=("eval_sigma", "min_ess"),
             positive=("proposal_inflation", "max_repeat_std", "max_k_trend"),
-            choices={"proposal": ("full", "diag"), "conv_impl": ("matmul", "xla")},
+            choices={"proposal": ("full", "diag"), "conv_impl": (*nets.CONV_IMPLS, "")},
         )
         if self.test_limit == 1:
             raise ValueError("`test_limit` must be 0 (all) or >= 2 for a standard error; --set test_limit=100.")
@@ -99,8 +99,9 @@ DEFINITION = ("log_likelihood = mean over test images x and {n_noise} draws ε ~
               "data). log Z by AIS is biased low until it converges, so these are biased high: see trustworthy.")
 
 
-def load_model(run_dir: str, conv_impl: str):
-    """``(kind, run_cfg, energy_fn, params, step)``: DDE's E_p, or MDSM's EMA (sampling) parameters."""
+def load_model(run_dir: str, conv_impl: str = ""):
+    """``(kind, run_cfg, energy_fn, params, step)``: DDE's E_p, or MDSM's sampling parameters (its
+    EMA when it kept one); a conv net built with ``conv_impl`` ("": the run's own conv)."""
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No config.json in --run_dir {run_dir!r}: pass the output directory of "
@@ -111,10 +112,11 @@ def load_model(run_dir: str, conv_impl: str):
         import dsm_jax as dj
         from experiments import fashion_mnist_dde as exp
         run_cfg, state = exp.load_run(run_dir)
-        run_cfg = cfgs.replace(run_cfg, {"model.conv_impl": conv_impl})  # same parameters whatever the conv
+        if conv_impl:
+            run_cfg = cfgs.replace(run_cfg, {"model.conv_impl": conv_impl})  # same parameters whatever the conv
         return kind, run_cfg, dj.energy_fn_of(exp.energy_module(run_cfg)), state.p.params, int(state.step)
     from experiments import fashion_mnist as exp
-    return (kind, *exp.load_run(run_dir, conv_impl))
+    return (kind, *exp.load_run(run_dir, conv_impl or None))
 
 
 def resolve(cfg: LikelihoodConfig, kind: str, run_cfg) -> LikelihoodConfig:

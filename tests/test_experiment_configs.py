@@ -123,22 +123,50 @@ def test_old_flat_set_names_still_work_with_a_deprecation_naming_the_new_one():
         parse("toy2d", "dde_steps=-5")
 
 
+# fashion_mnist's runs load through its load_config (train_conv / sample_conv became model.conv)
+# and fingerprint through run_fingerprint; the defaults that changed since those runs (none of
+# them shapes the parameters) load with the runs' old values.
+LOADERS = {"fashion_mnist": fashion_mnist.load_config}
+FINGERPRINTS = {"fashion_mnist": fashion_mnist.run_fingerprint}
+CHANGED_DEFAULTS = {"fashion_mnist/default": {"model.conv": "matmul", "train.ynn_fusions": True,
+                                              "train.steps_per_call": 1},
+                    "fashion_mnist/smoke": {"train.steps_per_call": 1}}
+
+
 @pytest.mark.parametrize("key", sorted(LEGACY))
 def test_config_json_of_an_old_run_loads_and_its_checkpoints_resume(key, tmp_path):
     name, preset = key.split("/")
     old = LEGACY[key]
+    load = LOADERS.get(name, lambda p: config.load(EXPERIMENTS[name](), p))
     path = tmp_path / "config.json"
     path.write_text(json.dumps(old["config_json"]))
     with pytest.warns(FutureWarning, match="old flat field names"):
-        loaded = config.load(EXPERIMENTS[name](), str(path))
-    assert loaded == config.with_preset(EXPERIMENTS[name](), MODULES[name].PRESETS, preset)
-    # the fingerprint a checkpoint of that run holds equals the one the nested config gives
-    assert json.loads(json.dumps(config.fingerprint(loaded))) == old["fingerprint"]
+        loaded = load(str(path))
+    preset_cfg = config.with_preset(EXPERIMENTS[name](), MODULES[name].PRESETS, preset)
+    assert loaded == config.replace(preset_cfg, CHANGED_DEFAULTS.get(key, {}))
+    # the fingerprint a checkpoint of that run holds equals the one the nested config gives,
+    # and the one today's preset gives (its checkpoints resume under the new defaults)
+    fingerprint = FINGERPRINTS.get(name, config.fingerprint)
+    assert json.loads(json.dumps(fingerprint(loaded))) == old["fingerprint"]
+    assert json.loads(json.dumps(fingerprint(preset_cfg))) == old["fingerprint"]
     # and the new config.json round-trips
     path.write_text(json.dumps({"preset": preset, **config.to_dict(loaded)}))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert config.load(EXPERIMENTS[name](), str(path)) == loaded
+        assert load(str(path)) == loaded
+
+
+@pytest.mark.parametrize("names", [("model.train_conv", "model.sample_conv"), ("train_conv", "sample_conv")])
+def test_a_run_written_with_two_convs_loads_with_its_sample_conv(names, tmp_path):
+    # one conv per run now (model.conv); the sampling one is what the run's energy was used with
+    saved = {**config.to_dict(fashion_mnist.FashionConfig()), names[0]: "xla", names[1]: "matmul"}
+    del saved["model.conv"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    with pytest.warns(FutureWarning, match=r"now one field, `model.conv`; read as model.conv=matmul"):
+        cfg = fashion_mnist.load_config(str(path))
+    assert cfg.model.conv == "matmul"
+    assert cfg == config.replace(fashion_mnist.FashionConfig(), {"model.conv": "matmul"})
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))

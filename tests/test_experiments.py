@@ -6,10 +6,13 @@ sampler and coverage are tested in test_toy.py / test_metrics.py / test_coverage
 import dataclasses
 import json
 import math
+import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FASHION_RUN_GROUP, run_main
+from conftest import FASHION_RUN_GROUP, run_main, tree_equal
 
 from dsm_jax import config, runlog
 from dsm_jax import toy as toys
@@ -181,6 +184,64 @@ def test_fashion_mnist_smoke_resumes_its_finished_checkpoint(fashion_run):
     x_train, _ = fashion_mnist.data.load_arrays("fashion_mnist", "train", limit=cfg.data.train_limit)
     _, history, _ = fashion_mnist.train(cfg, x_train, str(out), progress=False)
     assert history == []
+
+
+@FASHION_RUN_GROUP
+def test_fashion_mnist_smoke_run_trains_with_canonical_conv_and_its_energy_equals_nn_conv(fashion_smoke_run):
+    # The run trained and sampled with CanonicalConv, ynn off; on its own parameters the energy
+    # and its input gradient (what the chain uses) are nn.Conv's ("xla") to float32 rounding.
+    out = str(fashion_smoke_run[0])
+    cfg, canonical_fn, params, _ = fashion_mnist.load_run(out)
+    assert (cfg.model.conv, cfg.train.ynn_fusions) == ("canonical", False)
+    _, xla_fn, xla_params, _ = fashion_mnist.load_run(out, "xla")
+    assert tree_equal(params, xla_params)  # one checkpoint, whatever the conv
+    x = jax.random.uniform(jax.random.key(0), (8, 32, 32, 1))
+    both = lambda fn: jax.jit(lambda y: (fn(params, y), jax.grad(lambda z: jnp.sum(fn(params, z)))(y)))(x)  # noqa: E731
+    (e_canonical, g_canonical), (e_xla, g_xla) = both(canonical_fn), both(xla_fn)
+    assert float(jnp.std(e_xla)) > 0  # the trained net tells these images apart
+    np.testing.assert_allclose(e_canonical, e_xla, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(e_xla))))
+    np.testing.assert_allclose(g_canonical, g_xla, atol=1e-5 * float(jnp.max(jnp.abs(g_xla))))
+
+
+def test_fashion_mnist_densenet_kind_trains_samples_inpaints_and_loads(tmp_path):
+    # MDSM's loss on the DDE paper's DenseNet MLP energy, at toy size: every stage runs and is finite.
+    cfg = config.replace(FASHION_SMOKE, {
+        "model.kind": "densenet", "model.depth": 2, "model.growth": 8, "train.steps": 10, "train.grid_every": None,
+        "sampler.n_constant": 2, "sampler.n_exponential": 4, "sampler.n_linear": 2,
+        "inpaint.n": 2, "inpaint.masks": ("lower_half",)})
+    cfg.validate()
+    x_train, _ = fashion_mnist.data.load_arrays("fashion_mnist", "train", limit=200)
+    os.makedirs(tmp_path / "run")
+    config_json = {"preset": "smoke", **config.to_dict(cfg)}
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config_json))
+    params, history, _ = fashion_mnist.train(cfg, x_train, str(tmp_path / "run"), progress=False)
+    assert history[-1]["step"] == 10 and np.isfinite(history[-1]["loss"])
+    assert set(params["params"]) == {"mlp", "centre", "log_prec"}  # DenseNetEnergy with its quadratic term
+    loaded_cfg, energy_fn, loaded, step = fashion_mnist.load_run(str(tmp_path / "run"))
+    assert loaded_cfg == cfg and step == 10
+    sampler, n_steps = fashion_mnist.make_sampler(cfg, energy_fn)
+    x, _ = sampler(loaded, jax.random.key(0), fashion_mnist.init_fn(cfg)(jax.random.key(1), 4))
+    assert n_steps == 8 and x.shape == (4, 32, 32, 1) and bool(jnp.all(jnp.isfinite(x)))
+    psnr, rows = fashion_mnist.inpaint(cfg, energy_fn, loaded, x_train[:2], x_train, jax.random.key(2))
+    assert math.isfinite(psnr["lower_half"]["mdsm"]) and np.all(np.isfinite(rows))
+
+
+def test_fashion_mnist_model_fields_are_validated_and_the_paper_preset_keeps_no_ema():
+    # MDSM's training code keeps no parameter EMA; EMA stays an option elsewhere (default 0.999)
+    paper = dataclasses.replace(fashion_mnist.FashionConfig(), **fashion_mnist.PRESETS["paper"])
+    assert paper.train.ema_decay is None and paper.model.conv == "xla"
+    assert fashion_mnist.FashionConfig().train.ema_decay == 0.999
+    for bad, message in [({"model.kind": "mlp"}, r"`model.kind` must be one of \('resnet', 'densenet'\)"),
+                         ({"model.depth": 0}, r"`model.depth` must be an int >= 1"),
+                         ({"model.growth": 2.5}, r"`model.growth` must be an int >= 1"),
+                         ({"model.conv": "fft"}, r"`model.conv` must be one of \('xla', 'matmul', 'canonical'\)"),
+                         ({"train.steps_per_call": 3},  # refused before the classifier trains, not in fit
+                          r"`train.checkpoint_every` = 10 is not a multiple of `train.steps_per_call` = 3")]:
+        with pytest.raises(ValueError, match=message):
+            config.replace(FASHION_SMOKE, bad).validate()
+    # the new fields at their defaults leave a run's fingerprint as before they existed
+    assert not {"kind", "depth", "growth", "quadratic"} & set(config.fingerprint(fashion_mnist.FashionConfig()))
+    assert config.fingerprint(config.replace(FASHION_SMOKE, {"model.kind": "densenet"}))["kind"] == "densenet"
 
 
 def test_dde_study_rows_are_valid_configs_and_tabulate():

@@ -34,7 +34,7 @@ def _write_run(path, cfg, state, metrics):
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     m_cfg = dataclasses.replace(fm.FashionConfig(), **fm.PRESETS["smoke"])
-    module = fm.energy_module(m_cfg, m_cfg.model.train_conv)
+    module = fm.energy_module(m_cfg)
     state = dj.init_train_state(dj.init_params(module, jax.random.key(0), (32, 32, 1)), fm.optimizer(m_cfg),
                                 jax.random.key(1),
                                 ema=True)

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import IMAGE_SMOKE, run_main
+from conftest import FASHION_RUN_GROUP, run_main
 
 from dsm_jax import config, runlog
 from experiments import common, fashion_mnist, fashion_mnist_dde
@@ -83,7 +83,7 @@ def test_monitor_period_is_validated_in_the_config():
     assert config.fingerprint(dde("monitor.every_seconds=60")) == config.fingerprint(dde())
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_smoke_run_logs_an_fd_point_per_chunk_and_ends_with_the_main_sampling_run(fashion_smoke_run):
     out, _, metrics, _ = fashion_smoke_run
     smoke = dataclasses.replace(fashion_mnist.FashionConfig(), **fashion_mnist.PRESETS["smoke"])
@@ -106,7 +106,7 @@ def test_smoke_run_logs_an_fd_point_per_chunk_and_ends_with_the_main_sampling_ru
     assert all("loss" in r for r in runlog.read_log(str(out / "metrics.jsonl"), run=None))
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_study_of_two_rows_writes_json_table_and_quality_vs_time_png(fashion_smoke_run, tmp_path, monkeypatch):
     # Two rows whose config is the smoke run's: the study reads them as finished rows (no training).
     out, argv, metrics, _ = fashion_smoke_run
@@ -135,7 +135,7 @@ def test_study_of_two_rows_writes_json_table_and_quality_vs_time_png(fashion_smo
     assert (tmp_path / "quality_vs_time.png").stat().st_size > 5000
 
 
-@IMAGE_SMOKE
+@FASHION_RUN_GROUP
 def test_study_reruns_a_row_whose_config_changed(fashion_smoke_run, tmp_path):
     out, argv, _, _ = fashion_smoke_run
     shutil.copy2(out / "config.json", tmp_path / "config.json")

@@ -1,35 +1,56 @@
 """fashion_mnist's config (MDSM on Fashion-MNIST, or any image set with ``data.dataset``): data
-and classifier, the ResNet energy, training, the annealed Langevin sampler, inpainting.
+and classifier, the energy (MDSM's ResNet, or the DDE paper's DenseNet MLP), training, the
+annealed Langevin sampler, inpainting.
 
 Presets: ``default`` (CPU), ``smoke`` (a few steps of everything), ``paper`` (MDSM's
-Fashion-MNIST run) and ``cifar10``, **the paper preset for CIFAR-10**: MDSM's
-``exps/cifar_train.sh`` as coded (GPU/TPU), see :data:`PRESETS`."""
+Fashion-MNIST run as their code has it: no EMA) and ``cifar10``, **the paper preset for
+CIFAR-10**: MDSM's ``exps/cifar_train.sh`` as coded (GPU/TPU), see :data:`PRESETS`."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import warnings
 
 from dsm_jax import config as cfgs
-from dsm_jax import core, inpainting, nets
+from dsm_jax import core, inpainting, nets, validation
 from dsm_jax.config import field, group
 from experiments.common import ImageData, check_image_data
 
 OFF = dict(resume=False)  # does not shape a training run: a checkpoint resumes under another value
 
 
+KINDS = ("resnet", "densenet")
+# Training steps per dispatch (fit's lax.scan; CanonicalConv keeps the scanned convolutions
+# fast). Default preset, CanonicalConv, ynn off, 2 cores shared with other jobs (load 2-10),
+# 100-150 steps per try after compile, tries interleaved, steps/s: 50 steps/call 1.2 1.1 2.1 2.2
+# 2.1 3.7 5.0 5.6 against 1.0 0.8 1.7 1.9 1.7 2.5 2.7 4.2 with 1 (1.2-1.9x, every pair); 10 steps
+# /call 1.0 1.0 2.8 2.5 3.1 5.9 (50 was faster in 4 of its 6 pairs with 10). checkpoint_every and
+# grid_every must be multiples of it (validate says so).
+STEPS_PER_CALL = 50
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
-    # MDSM's Fashion-MNIST net is width 64, 2 blocks per stage (preset "paper").
+    # The energy: "resnet" (MDSM's ResNetEnergy) or "densenet" (the DDE paper's DenseNet MLP,
+    # nets.DenseNetEnergy, under MDSM's multi-scale loss). 16 x 64 at batch 64 on 2 shared cores
+    # (load ~5), 50 steps/call: 56 steps/s against the default ResNet's 3.7 in a separate try (ynn off; with
+    # --set train.ynn_fusions=true the MLP measured 1.05x and 1.7x faster in two tries).
+    kind: str = field("resnet", added=True)
+    # resnet: MDSM's Fashion-MNIST net is width 64, 2 blocks per stage (preset "paper").
     width: int = field(16)
     n_stages: int = field(3)
     blocks_per_stage: int = field(1)
-    # Convolutions (same parameters either way): XLA's own conv trains fastest outside loops;
-    # inside the scanned Langevin chain XLA:CPU's conv gradients fall off a cliff
-    # (jax-ml/jax#12868), so the CPU presets sample with dsm_jax.nets.MatmulConv. "canonical"
-    # (CanonicalConv) avoids the cliff with XLA's own kernels: with ynn_fusions=false its
-    # chain steps are 1.8x faster than MatmulConv's (README, Performance); the default preset
-    # keeps the settings its README numbers were measured with.
-    train_conv: str = field("xla")
-    sample_conv: str = field("matmul", **OFF)
+    # resnet: one convolution for training and sampling (nets.CONV_IMPLS, same parameters
+    # whichever). "canonical" (CanonicalConv) runs XLA:CPU's fast kernels inside the scanned
+    # chain too, where nn.Conv's gradients fall off a cliff (jax-ml/jax#12868); "xla" (nn.Conv)
+    # on GPU/TPU; "matmul" (MatmulConv) for experiments. Runs written with train_conv /
+    # sample_conv load with their sample_conv (load_config).
+    conv: str = field("canonical", **OFF)
+    # densenet: depth × growth dense layers; quadratic adds a learned diagonal Gaussian term
+    # (a softplus MLP's gradient is bounded: see nets.DenseNetEnergy).
+    depth: int = field(16, added=True)
+    growth: int = field(64, added=True)
+    quadratic: bool = field(True, added=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +68,11 @@ class Train:
     sigma0: float = field(0.1)
     # How σ is drawn in [sigma_min, sigma_max] (dj.mdsm_loss): uniform in log σ or in σ.
     sigma_spacing: str = field("geometric", added=True)
-    ema_decay: float | None = field(0.999, legacy_none=0)  # None: no parameter EMA
-    steps_per_call: int = field(1, **OFF)  # > 1 scans steps in one dispatch (GPU/TPU); 1 avoids the CPU conv cliff
+    ema_decay: float | None = field(0.999, legacy_none=0)  # None: no parameter EMA (MDSM's code has none)
+    steps_per_call: int = field(STEPS_PER_CALL, **OFF)  # training steps scanned in one dispatch (see above)
     # XLA:CPU's YNNPACK fusions (dsm_jax.compiler_options): off trains this ResNet 14% faster
-    # and samples with CanonicalConv 21% faster; only float rounding changes.
-    ynn_fusions: bool = field(True, **OFF)
+    # and samples with CanonicalConv 21% faster (docs/performance.md); only float rounding changes.
+    ynn_fusions: bool = field(False, **OFF)
     checkpoint_every: int = field(500, **OFF)
     keep_checkpoints: int = field(3, **OFF)
     grid_every: int | None = field(2000, legacy_none=0, **OFF)  # sample grid PNG (current params) every N steps; None: never
@@ -94,7 +115,8 @@ class FashionConfig(cfgs.Legacy):
     def validate(self) -> None:
         cfgs.check_fields(
             self,
-            positive_int=("model.width", "model.n_stages", "model.blocks_per_stage", "train.steps", "train.batch_size",
+            positive_int=("model.width", "model.n_stages", "model.blocks_per_stage", "model.depth", "model.growth",
+                          "train.steps", "train.batch_size",
                           "train.steps_per_call", "train.keep_checkpoints", "train.grid_samples", "train.grid_every",
                           "sampler.n_samples", "sampler.sample_chunk", "inpaint.n", "data.classifier_steps",
                           "data.fd_n", "data.train_limit", "data.test_limit"),
@@ -106,12 +128,14 @@ class FashionConfig(cfgs.Legacy):
             open_unit=("train.b1", "train.b2", "train.ema_decay"),
             ordered=(("train.sigma_min", "train.sigma_max"),),
             within_limit=(("train.batch_size", "data.train_limit"),),
-            choices={"model.train_conv": nets.CONV_IMPLS, "model.sample_conv": nets.CONV_IMPLS,
-                     "train.sigma_spacing": core.SPACINGS},
+            choices={"model.kind": KINDS, "model.conv": nets.CONV_IMPLS, "train.sigma_spacing": core.SPACINGS},
             subsets={"inpaint.masks": inpainting.MASK_KINDS},
         )
         cfgs.check_t_high(self, "sampler.t_high")
         check_image_data(self.data)
+        for name in ("train.checkpoint_every", "train.grid_every"):  # fit's chunks end there: refused before any compute
+            if cfgs.get(self, name):
+                validation.check_multiple_of(name, cfgs.get(self, name), "train.steps_per_call", self.train.steps_per_call)
         s = self.sampler
         if s.n_constant + s.n_exponential + s.n_linear < 1:
             raise ValueError("The annealed Langevin chain has no steps: set one of sampler.n_constant, "
@@ -121,15 +145,18 @@ class FashionConfig(cfgs.Legacy):
 PRESETS = {
     "default": {},
     "smoke": dict(
-        data=ImageData(train_limit=2000, classifier_steps=60, fd_n=64), model=Model(width=8, sample_conv="canonical"),
-        train=Train(steps=30, batch_size=16, checkpoint_every=10, grid_every=20, ynn_fusions=False),
+        data=ImageData(train_limit=2000, classifier_steps=60, fd_n=64), model=Model(width=8),
+        train=Train(steps=30, batch_size=16, steps_per_call=10, checkpoint_every=10, grid_every=20),
         sampler=Sampler(n_constant=5, n_exponential=10, n_linear=5, n_samples=64, sample_chunk=32),
         inpaint=Inpaint(n=8),
     ),
+    # MDSM's Fashion-MNIST run as their code has it: the width-64 ResNet with 2 blocks per stage,
+    # 100k steps of batch 128, lr 1e-4, no EMA (their training loop keeps none), nn.Conv (GPU/TPU),
+    # and the 2,700-step chain (500 at T = 100, 2,000 exponential, 200 linear).
     "paper": dict(
         data=ImageData(fd_n=10_000),
-        model=Model(width=64, blocks_per_stage=2, train_conv="xla", sample_conv="xla"),
-        train=Train(steps=100_000, batch_size=128, lr=1e-4, steps_per_call=500, ynn_fusions=False,
+        model=Model(width=64, blocks_per_stage=2, conv="xla"),
+        train=Train(steps=100_000, batch_size=128, lr=1e-4, ema_decay=None, steps_per_call=500,
                     checkpoint_every=5000, grid_every=5000, grid_samples=36),
         sampler=Sampler(n_constant=500, n_exponential=2000, n_linear=200, n_samples=10_000, sample_chunk=1000),
         inpaint=Inpaint(n=1000),
@@ -141,11 +168,39 @@ PRESETS = {
     # TFDS cifar10 (`tfds build cifar10 --file_format=array_record`).
     "cifar10": dict(
         data=ImageData(dataset="cifar10", fd_n=10_000),
-        model=Model(**nets.RESNET_CONFIGS["cifar10"], train_conv="xla", sample_conv="xla"),
+        model=Model(**nets.RESNET_CONFIGS["cifar10"], conv="xla"),
         train=Train(steps=300_000, batch_size=128, lr=5e-5, sigma_min=0.05, sigma_max=1.2, sigma_spacing="linear",
-                    ema_decay=None, steps_per_call=500, ynn_fusions=False, checkpoint_every=5000, grid_every=5000,
+                    ema_decay=None, steps_per_call=500, checkpoint_every=5000, grid_every=5000,
                     grid_samples=36),
         sampler=Sampler(n_constant=500, n_exponential=2000, n_linear=200, n_samples=10_000, sample_chunk=1000),
         inpaint=Inpaint(n=1000),
     ),
 }
+
+
+# Before `model.conv` a run had two convs, training's and sampling's (same parameters): its
+# sampling one is the run's conv now, and its training one was "xla" in every preset.
+_TWO_CONVS = {"model.sample_conv": "model.train_conv", "sample_conv": "train_conv"}  # nested / flat names
+
+
+def load_config(path: str) -> FashionConfig:
+    """The config of the run whose ``config.json`` is ``path`` (:func:`dsm_jax.config.load`);
+    one written with ``train_conv`` / ``sample_conv`` loads with ``model.conv`` = its
+    ``sample_conv`` (a :class:`FutureWarning` says so)."""
+    with open(path) as f:
+        saved = json.load(f)
+    for sample, train in _TWO_CONVS.items():
+        if sample in saved or train in saved:
+            conv = saved.pop(sample, None) or FashionConfig().model.conv
+            warnings.warn(f"{path}: `{train}` and `{sample}` are now one field, `model.conv`; read as "
+                          f"model.conv={conv} (from {sample}).", FutureWarning, stacklevel=2)
+            saved.pop(train, None)
+            saved["model.conv"] = conv
+    return cfgs.from_dict(FashionConfig(), saved, path)
+
+
+def run_fingerprint(cfg: FashionConfig) -> dict:
+    """:func:`dsm_jax.config.fingerprint` plus the ``train_conv: "xla"`` that every checkpoint
+    written before ``model.conv`` holds: the conv does not shape the parameters (``model.conv``
+    is not fingerprinted), so the key stays constant and those runs resume."""
+    return {**cfgs.fingerprint(cfg), "train_conv": "xla"}
