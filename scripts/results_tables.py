@@ -38,6 +38,7 @@ COMMANDS = {
     "toy2d-dde-study": "python -m experiments.toy2d_dde_study --set gen.iters=10000",
     "fashion_mnist-default": "python -m experiments.fashion_mnist",
     "fashion_mnist_dde-default": "python -m experiments.fashion_mnist_dde",
+    "fashion_mnist-study": "python -m experiments.fashion_mnist_study --dde_run runs/fashion_mnist_dde-default",
 }
 
 MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+)(?: static=(?P<static>\w+))? -->\n(?P<body>.*?)<!-- /table -->",
@@ -193,6 +194,19 @@ def fashion_mnist_mdsm(run):
     return _table([f"FD on classifier features, n = {m['n']:,} vs the test set", "value"], rows)
 
 
+@needs("fashion_mnist-study")
+def fashion_mnist_study(run):
+    """README / docs/results.md: the MDSM budget study, FD against training minutes per row."""
+    rows = []
+    for name, r in run["rows"].items():
+        curve = ", ".join(f"{p['fd']:.0f} @ {p['train_seconds'] / 60:.1f}" for p in r["fd_curve"] if "fd" in p)
+        rows.append([name, f"{r['train_steps']:,}", f"{r['steps_per_s']:.1f}", f"{r['train_seconds'] / 60:.1f}",
+                     f"**{r['fd']:.1f}**", f"{r['class_min']:.3f} ({r['classes_under']})", f"{r['class_kl']:.3f}",
+                     f"{r['sample_seconds'] / 60:.1f}", curve])
+    return _table(["row", "steps", "steps/s", "train min", "final FD", "smallest class (< 2 %)", "class KL",
+                   "sampling min (1,000)", "FD @ training minute"], rows)
+
+
 MASK_LABELS = {"lower_half": "lower half missing", "centre_square": "centre 16×16 square missing",
                "random_half": "50 % random pixels missing"}
 
@@ -312,7 +326,8 @@ def fashion_mnist_likelihood():
 fashion_mnist_likelihood_summary = fashion_mnist_likelihood  # the README's two-row excerpt of it
 
 TABLES = {f.__name__: f for f in (toy2d, toy2d_coverage, toy2d_likelihood, toy2d_20k, dde_study, fashion_mnist_dde,
-                                  fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, benchmarks, peers,
+                                  fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, fashion_mnist_study,
+                                  benchmarks, peers,
                                   fashion_mnist_likelihood)}
 TABLES["fashion_mnist_likelihood_summary"] = fashion_mnist_likelihood_summary
 
@@ -366,7 +381,14 @@ def collect(runs_dir: str) -> list[str]:
     written = []
     for run, command in COMMANDS.items():
         src = os.path.join(runs_dir, run)
-        if run == "toy2d-dde-study":
+        if run == "fashion_mnist-study":
+            path = os.path.join(src, "study.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                payload = {"command": command, "measured": _date(path), "commit": commit,
+                           "source": f"runs/{run}/study.json", **json.load(f)}
+        elif run == "toy2d-dde-study":
             path = os.path.join(src, "study.json")
             if not os.path.exists(path):
                 continue
