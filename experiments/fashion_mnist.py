@@ -72,7 +72,7 @@ def optimizer(cfg):
 
 def init_fn(cfg):
     s, shape = cfg.sampler, common.image_shape(cfg.data)  # the data's shape: (32, 32, 1), (32, 32, 3), ...
-    return lambda key, n: s.init_mean + s.init_std * jax.random.normal(key, (n, *shape))
+    return dj.gaussian_start(shape, s.init_mean, s.init_std)  # MDSM's start: 0.5 + N(0, I)
 
 
 def _init_state(cfg, module, k_init, k_train):
