@@ -124,12 +124,14 @@ def test_old_flat_set_names_still_work_with_a_deprecation_naming_the_new_one():
 
 
 # fashion_mnist's runs load through its load_config (train_conv / sample_conv became model.conv)
-# and fingerprint through run_fingerprint; the defaults that changed since those runs (none of
-# them shapes the parameters) load with the runs' old values.
+# and fingerprint through run_fingerprint; the defaults that changed since those runs load with the
+# runs' old values: conv, ynn and steps per call shape nothing, while the default preset's energy
+# itself changed with the budget study (kind densenet, 40k steps), so an old default run is the
+# ResNet preset of its day and resumes as that.
 LOADERS = {"fashion_mnist": fashion_mnist.load_config}
 FINGERPRINTS = {"fashion_mnist": fashion_mnist.run_fingerprint}
 CHANGED_DEFAULTS = {"fashion_mnist/default": {"model.conv": "matmul", "train.ynn_fusions": True,
-                                              "train.steps_per_call": 1},
+                                              "train.steps_per_call": 1, "model.kind": "resnet", "train.steps": 4000},
                     "fashion_mnist/smoke": {"train.steps_per_call": 1}}
 
 
@@ -142,10 +144,11 @@ def test_config_json_of_an_old_run_loads_and_its_checkpoints_resume(key, tmp_pat
     path.write_text(json.dumps(old["config_json"]))
     with pytest.warns(FutureWarning, match="old flat field names"):
         loaded = load(str(path))
-    preset_cfg = config.with_preset(EXPERIMENTS[name](), MODULES[name].PRESETS, preset)
-    assert loaded == config.replace(preset_cfg, CHANGED_DEFAULTS.get(key, {}))
+    preset_cfg = config.replace(config.with_preset(EXPERIMENTS[name](), MODULES[name].PRESETS, preset),
+                                CHANGED_DEFAULTS.get(key, {}))
+    assert loaded == preset_cfg
     # the fingerprint a checkpoint of that run holds equals the one the nested config gives,
-    # and the one today's preset gives (its checkpoints resume under the new defaults)
+    # and the one today's preset gives with the changed defaults put back (its checkpoints resume)
     fingerprint = FINGERPRINTS.get(name, config.fingerprint)
     assert json.loads(json.dumps(fingerprint(loaded))) == old["fingerprint"]
     assert json.loads(json.dumps(fingerprint(preset_cfg))) == old["fingerprint"]

@@ -146,15 +146,14 @@ def test_study_reruns_a_row_whose_config_changed(fashion_smoke_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", list(study.ROWS))
-def test_study_rows_are_valid_configs_of_the_default_preset(name):
+def test_study_rows_are_valid_configs_and_only_the_default_row_is_the_default_preset(name):
     overrides = study.ROWS[name]
-    if any(o.startswith("model.kind=") for o in overrides) and not hasattr(fashion_mnist.FashionConfig().model, "kind"):
-        pytest.skip("model.kind comes with the DenseNet energy option (branch mdsm_fast)")
     argv = [a for s in ("train.monitor_every_seconds=300", *overrides) for a in ("--set", s)]
     cfg = config.parse_args(fashion_mnist.FashionConfig(), fashion_mnist.PRESETS, "", argv)[0]
-    base = fashion_mnist.FashionConfig()
-    monitored = dataclasses.replace(base, train=dataclasses.replace(base.train, monitor_every_seconds=300.0))
-    assert (cfg == monitored) == (not overrides), name  # every row but the first changes the preset
+    default = config.with_preset(fashion_mnist.FashionConfig(), fashion_mnist.PRESETS, "default")
+    monitored = config.replace(default, {"train.monitor_every_seconds": cfg.train.monitor_every_seconds})
+    assert (cfg == monitored) == ("(default preset)" in name), name
+    assert cfg.model.kind == ("resnet" if name.startswith("ResNet") else "densenet"), name
 
 
 def test_study_rows_flag_picks_by_index_and_refuses_bad_indices():
