@@ -53,7 +53,7 @@ def test_cifar10_energy_has_the_parameter_count_of_mdsms_res18_quadratic():
               (512, 1024), (1024, 1024), (1024, 1024)]
     expected = 27 * 128 + 128 + sum(i * o + o + 9 * i * i + 9 * i * o + o for i, o in blocks) + 3 * (4 * 4 * 1024 + 1)
     cfg = cfgs.with_preset(fm.FashionConfig(), fm.PRESETS, "cifar10")
-    shapes = jax.eval_shape(lambda k: fm._init_state(cfg, fm.energy_module(cfg, "xla"), k, k).params,
+    shapes = jax.eval_shape(lambda k: fm._init_state(cfg, fm.energy_module(cfg), k, k).params,
                             jax.random.key(0))
     assert common.n_params(shapes) == expected  # 62,339,075
 
@@ -107,7 +107,7 @@ def test_a_missing_catalogue_set_names_the_tfds_build_command(tmp_path):
 # End to end on mock CIFAR-10: train, sample, inpaint, FD, with 32x32x3 everywhere
 # ---------------------------------------------------------------------------------------
 TINY = ["data.dataset=cifar10", "data.classifier_steps=2", "data.fd_n=16", "model.width=4", "model.n_stages=1",
-        "train.steps=3", "train.checkpoint_every=3", "train.grid_every=none", "sampler.n_constant=1",
+        "train.steps=3", "train.steps_per_call=1", "train.checkpoint_every=3", "train.grid_every=none", "sampler.n_constant=1",
         "sampler.n_exponential=2", "sampler.n_linear=1", "sampler.n_samples=16", "sampler.sample_chunk=16",
         "inpaint.n=4", "inpaint.masks=lower_half,centre_square"]
 
