@@ -14,7 +14,14 @@ Field metadata says what a field is, instead of hand-kept lists beside the confi
 * ``legacy_none=0`` (or ``""``): the old "0 / empty means auto" value, now ``None``;
 * ``added=True``: a field added after runs were checkpointed, whose default is what those runs
   did: left out of the :func:`fingerprint` while it holds its default, so their checkpoints
-  still resume (any other value is fingerprinted as usual).
+  still resume (any other value is fingerprinted as usual);
+* ``replaces=("a", "b")``: the field merges older fields of its group (``model.conv`` replaced
+  ``train_conv`` and ``sample_conv``): a saved config holding any of them, nested
+  (``model.a``) or flat (``a``), loads with this field set to the value of the *last* name and
+  the others dropped (:func:`from_dict`, with a :class:`FutureWarning`);
+* ``fingerprint_constants={"a": value}``: fields of the group that were removed (or merged
+  away) after runs were checkpointed with them, each holding ``value`` in every such run: the
+  :func:`fingerprint` keeps ``{old flat name: value}``, so those checkpoints still resume.
 
 Every value a user can type is checked where it enters: an unknown field, a value of the
 wrong type (``--set train.steps=abc``) and, through each config's ``validate``, values out of
@@ -39,7 +46,8 @@ def group(cls, legacy_prefix: str = "", **metadata):
     return dataclasses.field(default_factory=cls, metadata={"legacy_prefix": legacy_prefix, **metadata})
 
 
-def field(default, *, resume: bool = True, legacy: str | None = None, legacy_none=None, added: bool = False):
+def field(default, *, resume: bool = True, legacy: str | None = None, legacy_none=None, added: bool = False,
+          replaces: tuple[str, ...] = (), fingerprint_constants: dict | None = None):
     """A leaf field with its metadata (see the module docstring)."""
     meta = {"resume": resume}
     if added:
@@ -48,6 +56,15 @@ def field(default, *, resume: bool = True, legacy: str | None = None, legacy_non
         meta["legacy"] = legacy
     if legacy_none is not None:
         meta["legacy_none"] = legacy_none
+    if replaces:
+        if isinstance(replaces, str) or not all(isinstance(n, str) and n for n in replaces):
+            raise TypeError(f"`replaces` takes a tuple of old field names, e.g. replaces=({replaces!r},); "
+                            f"got {replaces!r}.")
+        meta["replaces"] = tuple(replaces)
+    if fingerprint_constants:
+        if not isinstance(fingerprint_constants, dict) or not all(isinstance(n, str) for n in fingerprint_constants):
+            raise TypeError(f"`fingerprint_constants` takes {{old field name: value}}, got {fingerprint_constants!r}.")
+        meta["fingerprint_constants"] = dict(fingerprint_constants)
     if isinstance(default, (list, dict, set)):
         raise TypeError("config defaults must be immutable: use a tuple.")
     return dataclasses.field(default=default, metadata=meta)
@@ -58,6 +75,7 @@ class Leaf(typing.NamedTuple):
     legacy: str         # "width": the flat name before nesting
     hint: Any           # the type annotation
     metadata: Any       # dataclasses.Field.metadata
+    legacy_prefix: str = ""  # what its group's flat names began with ("gen_"): old fields' flat names
 
 
 def _is_group(hint) -> bool:
@@ -73,7 +91,8 @@ def leaves(cls, prefix: str = "", legacy_prefix: str = "") -> list[Leaf]:
         if _is_group(hint):
             out += leaves(hint, f"{prefix}{f.name}.", legacy_prefix + f.metadata.get("legacy_prefix", ""))
         else:
-            out.append(Leaf(prefix + f.name, f.metadata.get("legacy", legacy_prefix + f.name), hint, f.metadata))
+            out.append(Leaf(prefix + f.name, f.metadata.get("legacy", legacy_prefix + f.name), hint, f.metadata,
+                            legacy_prefix))
     return out
 
 
@@ -273,11 +292,41 @@ def _flatten_json(saved: dict, prefix: str = "") -> dict:
     return out
 
 
+def _group_of(leaf: Leaf) -> str:
+    return leaf.path[: len(leaf.path) - len(leaf.path.rpartition(".")[2])]  # "model." of "model.conv"
+
+
+def _merge_replaced(cls, saved: dict, where: str) -> dict:
+    """``saved`` with the old fields of every ``replaces=`` leaf merged into it (see :func:`field`)."""
+    saved = dict(saved)
+    for leaf in leaves(cls):
+        old = leaf.metadata.get("replaces", ())
+        for prefix in dict.fromkeys((_group_of(leaf), leaf.legacy_prefix)):  # nested, then flat spelling
+            names = [prefix + n for n in old]
+            if not any(n in saved for n in names):
+                continue
+            source = names[-1]
+            value = saved.get(source)
+            for n in names:
+                saved.pop(n, None)
+            if value is None:  # only the dropped names: the field keeps base's value
+                how = f"kept its default ({source} absent)"
+            else:
+                saved[leaf.path] = value
+                how = f"read as {leaf.path}={value} (from {source})"
+            listed = " and ".join(f"`{n}`" for n in names)
+            warnings.warn(f"{where}: {listed} {'are now one field,' if len(names) > 1 else 'is now'} `{leaf.path}`; "
+                          f"{how}.", FutureWarning, stacklevel=4)
+    return saved
+
+
 def from_dict(base, saved: dict, where: str = "config"):
     """``base`` with the values of a saved config: dotted paths, nested dicts, or the flat old
-    names of an earlier version (mapped, ``0``/``""`` "auto" values to ``None``). Fields the
-    dataclass no longer has are reported and ignored; fields the dict lacks keep ``base``'s."""
+    names of an earlier version (mapped, ``0``/``""`` "auto" values to ``None``), and the old
+    fields a ``replaces=`` field merged. Fields the dataclass no longer has are reported and
+    ignored; fields the dict lacks keep ``base``'s."""
     saved = _flatten_json({k: v for k, v in saved.items() if k != "preset"})
+    saved = _merge_replaced(type(base), saved, where)
     by_path = {leaf.path: leaf for leaf in leaves(type(base))}
     legacy = _legacy_map(type(base))
     changes, unknown, renamed = {}, [], []
@@ -335,12 +384,18 @@ def fingerprint(config, ignore: Sequence[str] = ()) -> dict:
     ``added`` fields at their default, and not in ``ignore``), for ``fit(..., fingerprint=...)``:
     a checkpoint written under another fingerprint is refused on resume instead of silently
     mixing two runs. Keyed by the old flat names with their old values, so checkpoints written
-    before configs were nested resume."""
+    before configs were nested resume; removed fields' ``fingerprint_constants`` come last."""
     flat = to_legacy(config)
     skip = set(ignore)
-    return {leaf.legacy: flat[leaf.legacy] for leaf in leaves(type(config))
-            if leaf.metadata.get("resume", True) and leaf.legacy not in skip and leaf.path not in skip
-            and not ("added_default" in leaf.metadata and get(config, leaf.path) == leaf.metadata["added_default"])}
+    fields = leaves(type(config))
+    out = {leaf.legacy: flat[leaf.legacy] for leaf in fields
+           if leaf.metadata.get("resume", True) and leaf.legacy not in skip and leaf.path not in skip
+           and not ("added_default" in leaf.metadata and get(config, leaf.path) == leaf.metadata["added_default"])}
+    for leaf in fields:
+        for name, value in leaf.metadata.get("fingerprint_constants", {}).items():
+            if leaf.legacy_prefix + name not in skip and _group_of(leaf) + name not in skip:
+                out[leaf.legacy_prefix + name] = value
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -34,9 +34,9 @@ import dsm_jax as dj
 from dsm_jax import config as cfgs
 from dsm_jax import data, inpainting, parallel, plotting, runlog
 from experiments import common
-from experiments.configs.fashion_mnist import PRESETS, FashionConfig, load_config, run_fingerprint
+from experiments.configs.fashion_mnist import PRESETS, FashionConfig
 
-__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "load_config", "make_sampler", "results_table",
+__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "make_sampler", "results_table",
            "data"]
 RESUME_IGNORED = cfgs.resume_ignored(FashionConfig)  # deprecated: read the `resume` field metadata instead
 
@@ -137,7 +137,7 @@ def train(cfg, x_train, out, progress, monitor=None):
             keep_checkpoints=t.keep_checkpoints, mesh=mesh,
             callback=[dj.Every(t.grid_every or 0, save_grid),
                       *([common.EverySeconds(t.monitor_every_seconds, watch, t.steps)] if timed else [])],
-            fingerprint=run_fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
+            fingerprint=cfgs.fingerprint(cfg), compiler_options=dj.compiler_options(t.ynn_fusions),
         )
     finally:
         batches.close()
@@ -148,8 +148,8 @@ def load_run(run_dir: str, conv: str | None = None):
     """A finished (or checkpointed) run of this script: ``(cfg, energy_fn, params, step)``, the
     sampling params (EMA when tracked) from the latest checkpoint in ``run_dir/checkpoints``,
     its step, and the energy (a ResNet's built with ``conv``, default the run's ``model.conv``).
-    Runs written before configs were nested, or with two convs, load too (:func:`load_config`)."""
-    cfg = load_config(os.path.join(run_dir, "config.json"))
+    Runs written before configs were nested, or with two convs, load too (:func:`dsm_jax.config.load`)."""
+    cfg = cfgs.load(FashionConfig(), os.path.join(run_dir, "config.json"))
     if conv is not None:
         cfg = cfgs.replace(cfg, {"model.conv": conv})  # same parameters whatever the conv
     module = energy_module(cfg)

@@ -8,8 +8,6 @@ CIFAR-10**: MDSM's ``exps/cifar_train.sh`` as coded (GPU/TPU), see :data:`PRESET
 from __future__ import annotations
 
 import dataclasses
-import json
-import warnings
 
 from dsm_jax import config as cfgs
 from dsm_jax import core, inpainting, nets, validation
@@ -43,9 +41,12 @@ class Model:
     # resnet: one convolution for training and sampling (nets.CONV_IMPLS, same parameters
     # whichever). "canonical" (CanonicalConv) runs XLA:CPU's fast kernels inside the scanned
     # chain too, where nn.Conv's gradients fall off a cliff (jax-ml/jax#12868); "xla" (nn.Conv)
-    # on GPU/TPU; "matmul" (MatmulConv) for experiments. Runs written with train_conv /
-    # sample_conv load with their sample_conv (load_config).
-    conv: str = field("canonical", **OFF)
+    # on GPU/TPU; "matmul" (MatmulConv) for experiments. Before it a run had two, training's and
+    # sampling's: runs written with train_conv / sample_conv load with their sample_conv, and as
+    # train_conv was "xla" in every preset, fingerprints keep train_conv: "xla" so their checkpoints
+    # resume (the conv shapes no parameter, so it is not fingerprinted itself).
+    conv: str = field("canonical", replaces=("train_conv", "sample_conv"), fingerprint_constants={"train_conv": "xla"},
+                      **OFF)
     # densenet: depth × growth dense layers; quadratic adds a learned diagonal Gaussian term
     # (a softplus MLP's gradient is bounded: see nets.DenseNetEnergy).
     depth: int = field(16, added=True)
@@ -181,30 +182,3 @@ PRESETS = {
     ),
 }
 
-
-# Before `model.conv` a run had two convs, training's and sampling's (same parameters): its
-# sampling one is the run's conv now, and its training one was "xla" in every preset.
-_TWO_CONVS = {"model.sample_conv": "model.train_conv", "sample_conv": "train_conv"}  # nested / flat names
-
-
-def load_config(path: str) -> FashionConfig:
-    """The config of the run whose ``config.json`` is ``path`` (:func:`dsm_jax.config.load`);
-    one written with ``train_conv`` / ``sample_conv`` loads with ``model.conv`` = its
-    ``sample_conv`` (a :class:`FutureWarning` says so)."""
-    with open(path) as f:
-        saved = json.load(f)
-    for sample, train in _TWO_CONVS.items():
-        if sample in saved or train in saved:
-            conv = saved.pop(sample, None) or FashionConfig().model.conv
-            warnings.warn(f"{path}: `{train}` and `{sample}` are now one field, `model.conv`; read as "
-                          f"model.conv={conv} (from {sample}).", FutureWarning, stacklevel=2)
-            saved.pop(train, None)
-            saved["model.conv"] = conv
-    return cfgs.from_dict(FashionConfig(), saved, path)
-
-
-def run_fingerprint(cfg: FashionConfig) -> dict:
-    """:func:`dsm_jax.config.fingerprint` plus the ``train_conv: "xla"`` that every checkpoint
-    written before ``model.conv`` holds: the conv does not shape the parameters (``model.conv``
-    is not fingerprinted), so the key stays constant and those runs resume."""
-    return {**cfgs.fingerprint(cfg), "train_conv": "xla"}
