@@ -16,7 +16,7 @@ import jax
 import numpy as np
 
 from dsm_jax import config as cfgs
-from dsm_jax import coverage, data, image_metrics, parallel, runlog, validation
+from dsm_jax import data, image_metrics, parallel, runlog, validation
 from dsm_jax.config import field
 
 
@@ -109,23 +109,18 @@ MONITOR_FIELDS = ("fd", "classes_under", "class_min", "class_kl")  # what a moni
 
 
 def sample_scorer(clf_params, x_test, y_test) -> Callable:
-    """``score(samples) -> {fd, classes_under, class_min, class_kl}``: the FD of the samples
-    (clipped to [0, 1], as :meth:`Images.score` scores them) against the test set's classifier
-    features, computed once here, and their class coverage against ``y_test`` — the same
-    numbers as :meth:`Images.score`'s ``fd`` and coverage fields, without its floor, baselines
-    and training-set features (~40 s), so training monitors can call it often. ``None`` when a
+    """``score(samples) -> {fd, classes_under, class_min, class_kl}``
+    (:func:`dsm_jax.image_metrics.make_sample_scorer`, the monitor's fields): the FD of the
+    samples clipped to [0, 1], as :meth:`Images.score` scores them, against the test set's
+    classifier features, and their class coverage against ``y_test`` — the same numbers as
+    :meth:`Images.score`'s ``fd`` and coverage fields, without its floor, baselines and
+    training-set features (~40 s), so training monitors can call it often. ``None`` when a
     sample is non-finite."""
-    test_stats = image_metrics.gaussian_stats(image_metrics.classifier_features(clf_params, x_test))
+    scorer = image_metrics.make_sample_scorer(clf_params, x_test, y_test)
 
     def score(samples):
-        x = np.asarray(samples)
-        if not np.all(np.isfinite(x)):
-            return None
-        x = np.clip(x, 0.0, 1.0)
-        fd = image_metrics.frechet_distance(*image_metrics.gaussian_stats(
-            image_metrics.classifier_features(clf_params, x)), *test_stats)
-        classes = coverage.class_coverage(np.argmax(image_metrics.classifier_logits(clf_params, x), 1), y_test)
-        return {"fd": fd, **{k: classes[k] for k in MONITOR_FIELDS[1:]}}
+        scores = scorer(samples)
+        return None if scores is None else {k: scores[k] for k in MONITOR_FIELDS}
 
     return score
 

@@ -243,6 +243,45 @@ def test_fd_report_class_coverage_is_the_classifier_split_of_the_samples(params)
         im.fd_report(params, test, train, test, n=40, key=jax.random.PRNGKey(1), test_labels=test_labels[:-1])
 
 
+def test_sample_scorer_and_fd_report_score_bit_for_bit_as_their_own_code_did(params):
+    # Before make_sample_scorer, experiments.common.sample_scorer and fd_report each had this
+    # code (copied here from commit 21256bd): the shared scorer must give the same bits.
+    from experiments import common
+
+    rng = np.random.default_rng(13)
+    train, _ = _toy_images(rng, 80)
+    test, test_labels = _toy_images(rng, 40)
+    samples = rng.normal(0.5, 0.6, (40, 32, 32, 1)).astype(np.float32)  # out of [0, 1]: clipping matters
+    # (40 images everywhere: one compiled batch shape, the one the coverage test above uses)
+
+    x = np.clip(samples, 0.0, 1.0)  # the old sample_scorer
+    test_stats = im.gaussian_stats(im.classifier_features(params, test))
+    classes = coverage.class_coverage(np.argmax(im.classifier_logits(params, x), 1), test_labels)
+    old_scorer = {"fd": im.frechet_distance(*im.gaussian_stats(im.classifier_features(params, x)), *test_stats),
+                  **{k: classes[k] for k in common.MONITOR_FIELDS[1:]}}
+    assert common.sample_scorer(params, test, test_labels)(samples) == old_scorer
+
+    # the old fd_report's fd and class coverage (features and logits in one chunked pass), unclipped
+    test_f, _ = im.classifier._forward_chunked(params, test, 40)
+    sample_f, sample_logits = im.classifier._forward_chunked(params, samples, 40)
+    old_report = {**coverage.class_coverage(np.argmax(sample_logits, axis=1), test_labels, n_classes=10),
+                  "fd": im.frechet_distance(*im.gaussian_stats(sample_f), *im.gaussian_stats(test_f))}
+    rep = im.fd_report(params, samples, train, test, n=40, key=jax.random.PRNGKey(1), n_splits=1, batch_size=40,
+                       baseline_draws=1, test_labels=test_labels)
+    assert {k: rep[k] for k in old_report} == old_report
+    assert list(rep)[:6] == [*old_report][:-1] + ["n"]  # metrics.json keeps its key order
+    assert im.make_sample_scorer(params, test, test_labels, batch_size=40)(samples, clip=False) == old_report
+
+
+def test_make_sample_scorer_without_labels_and_on_nonfinite_samples(params):
+    test, _ = _toy_images(np.random.default_rng(14), 40)
+    score = im.make_sample_scorer(params, test)
+    assert set(score(test)) == {"fd"} and abs(score(test)["fd"]) < 1e-6  # the test set against itself
+    bad = test.copy()
+    bad[0, 0, 0, 0] = np.inf
+    assert score(bad) is None  # a monitor records the failure instead of stopping
+
+
 # ---------------------------------------------------------------------------------------
 # Input validation.
 # ---------------------------------------------------------------------------------------
@@ -306,6 +345,10 @@ BAD_CALLS = [
     ("report-test-labels-short", _report(test_labels=_LABELS[:5]), ValueError,
      r"`test_labels` must be integers of shape \(12,\)"),
     ("report-empty-test", _report(test_images=_GOOD[:0]), ValueError, r"`test_images` is empty"),
+    ("scorer-test-labels-short", lambda p: im.make_sample_scorer(p, _GOOD, _LABELS[:5]), ValueError,
+     r"`test_labels` must be integers of shape \(12,\)"),
+    ("scorer-batch-size-0", lambda p: im.make_sample_scorer(p, _GOOD, batch_size=0), ValueError,
+     r"`batch_size` must be an int >= 1"),
     ("logits-wrong-shape", lambda p: im.classifier_logits(p, np.zeros((2, 32, 32, 3), np.float32)), ValueError,
      r"`images` must be images of shape \(32, 32, 1\), got \(32, 32, 3\)"),
     ("features-batch-size-0", lambda p: im.classifier_features(p, _GOOD, batch_size=0), ValueError,

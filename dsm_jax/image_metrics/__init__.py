@@ -21,7 +21,8 @@ params by :func:`params_image_shape`), and labels int ``(n,)`` in ``0..9``.
 One job a module: :mod:`~dsm_jax.image_metrics.classifier` (the network and its forward
 passes), :mod:`~dsm_jax.image_metrics.train` (training and caching it),
 :mod:`~dsm_jax.image_metrics.frechet`, :mod:`~dsm_jax.image_metrics.inception`, and
-:mod:`~dsm_jax.image_metrics.report` (the Gaussian baseline and :func:`fd_report`).
+:mod:`~dsm_jax.image_metrics.report` (the Gaussian baseline, :func:`fd_report`, and
+:func:`make_sample_scorer`, its FD and class coverage alone, for monitors that score often).
 """
 from dsm_jax.image_metrics.classifier import (
     IMAGE_SHAPE,
@@ -35,7 +36,7 @@ from dsm_jax.image_metrics.classifier import (
 )
 from dsm_jax.image_metrics.frechet import fd, frechet_distance, gaussian_stats
 from dsm_jax.image_metrics.inception import inception_score
-from dsm_jax.image_metrics.report import fd_report, gaussian_baseline_sampler
+from dsm_jax.image_metrics.report import SampleScorer, fd_report, gaussian_baseline_sampler, make_sample_scorer
 from dsm_jax.image_metrics.train import DEFAULT_LEARNING_RATE, DEFAULT_STEPS, cached_classifier, train_classifier
 
 __all__ = [
@@ -53,6 +54,8 @@ __all__ = [
     "inception_score",
     "gaussian_baseline_sampler",
     "fd_report",
+    "make_sample_scorer",
+    "SampleScorer",
     "DEFAULT_STEPS",
     "DEFAULT_LEARNING_RATE",
 ]

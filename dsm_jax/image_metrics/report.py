@@ -3,6 +3,7 @@ the floor (real images at the same ``n``) and a Gaussian baseline (the bar to cl
 from __future__ import annotations
 
 import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +68,47 @@ def gaussian_baseline_sampler(train_images, *, clip: bool = False, jitter: float
     return sample
 
 
+class SampleScorer(NamedTuple):
+    """What :func:`make_sample_scorer` returns: call it on samples. Holds the test set's
+    classifier statistics, computed once."""
+    params: Any
+    test_stats: tuple         # (mean, covariance) of the test set's classifier features
+    test_logits: np.ndarray   # the test set's logits
+    test_labels: np.ndarray | None
+    batch_size: int
+
+    def __call__(self, samples, clip: bool = True) -> dict | None:
+        """:meth:`scores` of ``samples`` (clipped to [0, 1] by default, as they are displayed);
+        ``None`` when a sample is non-finite (a monitor records that instead of stopping)."""
+        x = np.asarray(samples)
+        if not np.all(np.isfinite(x)):
+            return None
+        x = np.clip(x, 0.0, 1.0) if clip else x
+        return self.scores(*_forward_chunked(self.params, x, self.batch_size, "samples"))
+
+    def scores(self, features, logits) -> dict:
+        """From the samples' classifier ``features`` and ``logits``: their class coverage against
+        the test labels (:func:`dsm_jax.coverage.class_coverage`; none without labels), then ``fd``,
+        the Fréchet distance to the test features."""
+        classes = {} if self.test_labels is None else coverage.class_coverage(
+            np.argmax(logits, axis=1), self.test_labels, n_classes=logits.shape[1])
+        return {**classes, "fd": frechet_distance(*gaussian_stats(features), *self.test_stats)}
+
+
+def make_sample_scorer(params, test_images, test_labels=None, *, batch_size: int = 500) -> SampleScorer:
+    """``score(samples) -> {class coverage..., fd}`` (a :class:`SampleScorer`): the FD of the
+    samples against ``test_images``' classifier features and, with ``test_labels``, their class
+    coverage. The test set's forward pass is done once, here, so a training monitor can score
+    often (no floor, baselines or training-set features: :func:`fd_report` adds those, and gets
+    its ``fd`` and coverage from this scorer)."""
+    test = check_images("test_images", test_images, params)
+    batch_size = validation.check_positive_int("batch_size", batch_size)
+    if test_labels is not None:
+        test_labels = check_labels("test_labels", test_labels, len(test))
+    test_f, test_logits = _forward_chunked(params, test, batch_size, "test_images")
+    return SampleScorer(params, gaussian_stats(test_f), test_logits, test_labels, batch_size)
+
+
 def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
               n_splits: int = 10, batch_size: int = 500, clip_samples: bool = False,
               baseline_draws: int = 5, test_labels=None) -> dict:
@@ -114,14 +156,14 @@ def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
     validation.check_positive_int("batch_size", batch_size)
     validation.check_count("n_splits", n_splits, min(n, len(test)), "images scored (each split needs one)")
     validation.check_prng_key("key", key)
-    if test_labels is not None:
-        test_labels = check_labels("test_labels", test_labels, len(test))
     k_floor, k_gauss, k_test = jax.random.split(key, 3)
 
-    test_f, test_logits = _forward_chunked(params, test, batch_size, "test_images")
-    test_stats = gaussian_stats(test_f)
+    scorer = make_sample_scorer(params, test, test_labels, batch_size=batch_size)  # checks test_labels first
+    test_stats, test_logits = scorer.test_stats, scorer.test_logits
     train_f, _ = _forward_chunked(params, train, batch_size, "train_images")
     sample_f, sample_logits = _forward_chunked(params, samples[:n], batch_size, "sample_images")
+    scores = scorer.scores(sample_f, sample_logits)  # class coverage (with test_labels), then fd
+    fd = scores.pop("fd")
     floor_idx = np.asarray(jax.random.choice(k_floor, len(train), (n,), replace=False))
     gauss = gaussian_baseline_sampler(train)
     fd_gauss = [frechet_distance(*gaussian_stats(_forward_chunked(params, gauss(k, n), batch_size)[0]), *test_stats)
@@ -131,15 +173,12 @@ def fd_report(params, sample_images, train_images, test_images, *, n: int, key,
 
     is_mean, is_std = inception_score(sample_logits, n_splits)
     is_test, is_test_std = inception_score(test_logits[test_idx], n_splits)
-    classes = {} if test_labels is None else coverage.class_coverage(
-        np.argmax(sample_logits, axis=1), test_labels,
-        n_classes=sample_logits.shape[1])
     return {
-        **classes,
+        **scores,
         "n": n,
         "n_test": len(test),
         "n_train": len(train),
-        "fd": frechet_distance(*gaussian_stats(sample_f), *test_stats),
+        "fd": fd,
         "fd_floor": frechet_distance(*gaussian_stats(train_f[floor_idx]), *test_stats),
         "fd_gaussian_baseline": float(np.mean(fd_gauss)),
         "fd_gaussian_baseline_std": float(np.std(fd_gauss)),
