@@ -10,6 +10,7 @@ as soon as the JSON is collected.
     python scripts/results_tables.py              # rewrite the tables in place
     python scripts/results_tables.py --check      # exit 1 when a table differs from its JSON
     python scripts/results_tables.py --collect runs   # copy runs/<run>/metrics.json → docs/results/
+    python scripts/results_tables.py --collect RUN=DIR --command "RUN=CMD"   # run RUN from DIR, ran as CMD
 
 Only the standard library: it runs without jax.
 """
@@ -374,37 +375,50 @@ def _head_commit() -> str:
         return "unknown"
 
 
-def collect(runs_dir: str) -> list[str]:
-    """Copy the metrics of every known run found under ``runs_dir`` into docs/results/<run>.json."""
+def _source_label(directory: str) -> str:
+    """How a collected file names its run directory: relative to the repository root (``runs/x``)."""
+    rel = os.path.relpath(os.path.abspath(directory), ROOT)
+    return os.path.abspath(directory) if rel.startswith("..") else rel
+
+
+def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = None,
+            commands: dict[str, str] | None = None) -> list[str]:
+    """Copy the metrics of every known run found under ``runs_dir`` (``runs_dir/<run>/``), and of
+    each run named in ``sources`` (``{run: its directory}``, e.g. a study's row that was the
+    default run), into docs/results/<run>.json. ``commands`` (``{run: command}``) overrides the
+    command recorded for a run (what was really typed, when it was not :data:`COMMANDS`'s). A run
+    named in ``sources`` must have its file there; under ``runs_dir`` missing runs are skipped."""
+    sources, commands = dict(sources or {}), dict(commands or {})
+    for run in [*sources, *commands]:
+        if run not in COMMANDS:
+            raise ValueError(f"unknown run {run!r}: collect one of {sorted(COMMANDS)}.")
+    for run in commands:
+        if run not in sources and not (runs_dir and os.path.isdir(os.path.join(runs_dir, run))):
+            raise ValueError(f"--command {run}=...: {run} is not being collected; add --collect {run}=DIR.")
+    dirs = {run: (os.path.join(runs_dir, run), f"runs/{run}") for run in COMMANDS if runs_dir}
+    dirs.update({run: (d, _source_label(d)) for run, d in sources.items()})
     os.makedirs(RESULTS, exist_ok=True)
     commit = _head_commit()
     written = []
-    for run, command in COMMANDS.items():
-        src = os.path.join(runs_dir, run)
+    for run, (src, label) in dirs.items():
+        command = commands.get(run, COMMANDS[run])
+        name = "study.json" if run in ("fashion_mnist-study", "toy2d-dde-study") else "metrics.json"
+        path = os.path.join(src, name)
+        if not os.path.exists(path):
+            if run in sources:
+                raise FileNotFoundError(f"--collect {run}={sources[run]}: no {name} there.")
+            continue
+        head = {"command": command, "measured": _date(path), "commit": commit, "source": f"{label}/{name}"}
+        with open(path) as f:
+            found = json.load(f)
         if run == "fashion_mnist-study":
-            path = os.path.join(src, "study.json")
-            if not os.path.exists(path):
-                continue
-            with open(path) as f:
-                payload = {"command": command, "measured": _date(path), "commit": commit,
-                           "source": f"runs/{run}/study.json", **json.load(f)}
+            payload = {**head, **found}
         elif run == "toy2d-dde-study":
-            path = os.path.join(src, "study.json")
-            if not os.path.exists(path):
-                continue
-            with open(path) as f:
-                study = json.load(f)
-            payload = {"command": command, "measured": _date(path), "commit": commit, "source": f"runs/{run}/study.json",
-                       "rows": [{"label": k, "overrides": v.pop("overrides", []),
-                                 "metrics": {a: b for a, b in v.items() if a != "mode_weights"}}
-                                for k, v in study["rows"].items()]}
+            payload = {**head, "rows": [{"label": k, "overrides": v.pop("overrides", []),
+                                         "metrics": {a: b for a, b in v.items() if a != "mode_weights"}}
+                                        for k, v in found["rows"].items()]}
         else:
-            path = os.path.join(src, "metrics.json")
-            if not os.path.exists(path):
-                continue
-            with open(path) as f:
-                payload = {"command": command, "measured": _date(path), "commit": commit,
-                           "source": f"runs/{run}/metrics.json", "metrics": json.load(f)}
+            payload = {**head, "metrics": found}
             log = os.path.join(src, "metrics.jsonl")
             if os.path.exists(log):
                 with open(log) as f:
@@ -418,13 +432,47 @@ def collect(runs_dir: str) -> list[str]:
     return written
 
 
+def collect_args(collects: list[str], commands: list[str]) -> dict:
+    """``collect``'s keyword arguments from ``--collect`` values (one ``RUNS_DIR``, or any number
+    of ``RUN=DIR``) and ``--command RUN=CMD`` values."""
+    runs_dirs, sources = [], {}
+    for value in collects:
+        run, sep, directory = value.partition("=")
+        if sep and (run in COMMANDS or not os.path.isdir(value)):
+            if run not in COMMANDS:
+                raise ValueError(f"--collect {value}: unknown run {run!r}; one of {sorted(COMMANDS)}.")
+            sources[run] = directory
+        else:
+            runs_dirs.append(value)
+    if len(runs_dirs) > 1:
+        raise ValueError(f"--collect takes one RUNS_DIR, got {runs_dirs}; name other runs as RUN=DIR.")
+    overrides = {}
+    for value in commands:
+        run, sep, command = value.partition("=")
+        if not sep or not command:
+            raise ValueError(f"--command {value!r}: expected RUN=COMMAND, e.g. --command "
+                             f"\"fashion_mnist-default=python -m experiments.fashion_mnist\".")
+        overrides[run] = command
+    return {"runs_dir": runs_dirs[0] if runs_dirs else None, "sources": sources, "commands": overrides}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail when a table differs from its JSON; change nothing")
-    parser.add_argument("--collect", metavar="RUNS_DIR", help="first copy the runs' metrics into docs/results/")
+    parser.add_argument("--collect", metavar="RUNS_DIR|RUN=DIR", action="append", default=[],
+                        help="first copy the runs' metrics into docs/results/: every run under RUNS_DIR/<run>/, "
+                             "or run RUN from DIR (repeatable)")
+    parser.add_argument("--command", metavar="RUN=CMD", action="append", default=[],
+                        help="with --collect: the command to record for RUN instead of its usual one (repeatable)")
     args = parser.parse_args(argv)
+    if args.command and not args.collect:
+        parser.error("--command records the command of a collected run: add --collect RUN=DIR.")
     if args.collect:
-        print("collected:", ", ".join(collect(args.collect)) or "nothing")
+        try:
+            written = collect(**collect_args(args.collect, args.command))
+        except (ValueError, FileNotFoundError) as err:
+            parser.error(str(err))
+        print("collected:", ", ".join(written) or "nothing")
     stale = []
     for path in documents():
         with open(path, encoding="utf-8") as f:

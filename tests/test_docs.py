@@ -60,6 +60,39 @@ def test_every_generated_table_has_json_or_is_static():
             assert m["static"] or rt.TABLES[m["name"]]() is not None, f"{path}: {m['name']} has no JSON"
 
 
+def test_collect_takes_a_run_from_its_own_directory_with_its_real_command(tmp_path, monkeypatch):
+    """--collect RUN=DIR --command RUN=CMD: the JSON records DIR as its source and CMD as its command
+    (the default run collected from a study row had both edited by hand)."""
+    rt = _results_tables()
+    monkeypatch.setattr(rt, "RESULTS", str(tmp_path / "results"))  # never docs/results
+    row = tmp_path / "study" / "row2"
+    row.mkdir(parents=True)
+    (row / "metrics.json").write_text('{"fd": 1.5}')
+    args = rt.collect_args([f"fashion_mnist-default={row}"], ["fashion_mnist-default=python -m x --rows 2"])
+    assert rt.collect(**args) == ["fashion_mnist-default"]
+    got = rt.load("fashion_mnist-default")
+    assert got["metrics"] == {"fd": 1.5} and got["command"] == "python -m x --rows 2"
+    assert got["source"] == f"{row}/metrics.json"  # outside the repository: its absolute path
+    assert rt._source_label(os.path.join(ROOT, "runs", "study", "row2")) == "runs/study/row2"  # inside: relative
+    # a RUNS_DIR beside it keeps the usual commands and runs/<run> sources
+    runs = tmp_path / "runs"
+    (runs / "toy2d-default").mkdir(parents=True)
+    (runs / "toy2d-default" / "metrics.json").write_text('{"kl": 0.1}')
+    assert rt.collect(**rt.collect_args([str(runs), f"fashion_mnist-default={row}"], [])) == [
+        "toy2d-default", "fashion_mnist-default"]
+    toy = rt.load("toy2d-default")
+    assert (toy["command"], toy["source"]) == (rt.COMMANDS["toy2d-default"], "runs/toy2d-default/metrics.json")
+    assert rt.load("fashion_mnist-default")["command"] == rt.COMMANDS["fashion_mnist-default"]
+    with pytest.raises(ValueError, match=r"unknown run 'fashion_mnist-deflaut'"):
+        rt.collect_args([f"fashion_mnist-deflaut={row}"], [])
+    with pytest.raises(ValueError, match=r"fashion_mnist_dde-default is not being collected"):
+        rt.collect(**rt.collect_args([f"fashion_mnist-default={row}"], ["fashion_mnist_dde-default=python -m y"]))
+    with pytest.raises(FileNotFoundError, match=r"no metrics.json there"):
+        rt.collect(sources={"fashion_mnist_dde-default": str(tmp_path)})
+    with pytest.raises(SystemExit):  # --command alone collects nothing
+        rt.main(["--command", "fashion_mnist-default=python -m x"])
+
+
 def test_mdsm_tables_are_generated_from_the_default_run():
     """The MDSM tables (static until issue 15's re-run) now come from the default run's JSON."""
     rt = _results_tables()
