@@ -36,7 +36,7 @@ from dsm_jax import data, inpainting, parallel, plotting, runlog
 from experiments import common
 from experiments.configs.fashion_mnist import PRESETS, FashionConfig
 
-__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "make_sampler", "results_table",
+__all__ = ["FashionConfig", "PRESETS", "main", "train", "load_run", "make_sampler", "sampling_keys", "results_table",
            "data"]
 RESUME_IGNORED = cfgs.resume_ignored(FashionConfig)  # deprecated: read the `resume` field metadata instead
 
@@ -53,6 +53,12 @@ def energy_module(cfg):
 def temperatures(cfg):
     s = cfg.sampler
     return dj.mdsm_temperature_schedule(s.n_constant, s.n_exponential, s.n_linear, s.t_high, 1.0)
+
+
+def sampling_keys(cfg):
+    """``(k_sample, k_inpaint, k_fd)``: the final chains' key (also the FD monitor's), the
+    inpainting key and the FD report's, all from ``seed``."""
+    return jax.random.split(jax.random.key(cfg.seed + 1), 3)
 
 
 def make_sampler(cfg, energy_fn, mesh=None):
@@ -199,7 +205,7 @@ def main(argv=None):
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
 
     energy_fn = dj.energy_fn_of(energy_module(cfg))
-    k_sample, k_inpaint, k_fd = jax.random.split(jax.random.key(cfg.seed + 1), 3)
+    k_sample, k_inpaint, k_fd = sampling_keys(cfg)
     sampler, n_sampler_steps = make_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
     params, history, train_s = train(cfg, images.x_train, out, progress, fd_monitor(cfg, sampler, images, k_sample))
     t0 = time.perf_counter()

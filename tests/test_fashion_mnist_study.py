@@ -160,3 +160,41 @@ def test_study_rows_flag_picks_by_index_and_refuses_bad_indices():
     assert list(study.pick_rows("1,0")) == [list(study.ROWS)[1], list(study.ROWS)[0]]
     with pytest.raises(ValueError, match=r"`--rows` must be comma-separated row indices in 0\.\.3, got '9'"):
         study.pick_rows("9")
+
+
+@FASHION_RUN_GROUP
+def test_chain_study_redraws_the_runs_own_chains_and_chooses_on_training_images(fashion_smoke_run, tmp_path,
+                                                                                 monkeypatch):
+    from experiments import fashion_mnist_chains as chains
+
+    out, _, metrics, _ = fashion_smoke_run
+    cfg = config.load(fashion_mnist.FashionConfig(), str(out / "config.json"))
+    monkeypatch.setattr(chains, "CHAINS", {"own": (), "double_step": (f"sampler.step_size={2 * cfg.sampler.step_size}",),
+                                           "short": ("sampler.n_constant=1", "sampler.n_exponential=1",
+                                                     "sampler.n_linear=1")})
+    result, printed = run_main(chains.main, ["--run_dir", str(out), "--out", str(tmp_path), "--select_n", "500",
+                                             "--no-progress"])
+    rows = result["rows"]
+    # Same key and starting points as the run's final chains: the run's own chain gives its FD
+    # (the run scored data.fd_n = sampler.n_samples samples; only the feature passes' rounding differs).
+    assert cfg.sampler.n_samples == cfg.data.fd_n
+    np.testing.assert_allclose(rows["own"]["fd"], metrics["fd"], rtol=1e-4)
+    assert rows["own"]["class_min"] == metrics["class_min"]
+    assert rows["short"]["sampler_steps"] == 3 and rows["double_step"]["fd"] != rows["own"]["fd"]
+    # chosen on the training subset, never on the test FD
+    assert result["chosen"] == min(rows, key=lambda n: rows[n]["fd_select"]) and result["select_n"] == 500
+    assert json.loads((tmp_path / "chains.json").read_text()) == result
+    assert f"**{result['chosen']}**" in (tmp_path / "chains.md").read_text()
+    assert all((tmp_path / f"{name}.png").stat().st_size > 1000 for name in rows)
+
+
+def test_chain_study_refuses_overrides_that_would_change_the_energy_and_unknown_rows():
+    from experiments import fashion_mnist_chains as chains
+
+    with pytest.raises(ValueError, match="sampler"):
+        chains.chain_config(fashion_mnist.FashionConfig(), ["train.lr=1e-3"])
+    with pytest.raises(ValueError, match="step_size"):
+        chains.chain_config(fashion_mnist.FashionConfig(), ["sampler.step_size=-1"])
+    with pytest.raises(ValueError, match="--rows"):
+        chains.pick("step_4e-4,nope")
+    assert list(chains.pick("step_8e-4")) == ["step_8e-4"]
