@@ -37,8 +37,21 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # su
 # test alone: benchmark tiny run 71 -> 25, DDE conv arch 59 -> 29) while a 1,500-step toy run
 # executes 27 -> 33. Dots and convolutions still go to Eigen/YNNPACK; only the generated loops
 # are unoptimised. Read when XLA first compiles (after this), inherited by every subprocess.
-# A level the user names (e.g. XLA_FLAGS=--xla_backend_optimization_level=3) is kept.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+# A level the user names (e.g. XLA_FLAGS=--xla_backend_optimization_level=3) is kept, and a
+# machine with a GPU/TPU plugin (the accelerator check's tests part) compiles as its users do.
+
+
+def _cpu_only() -> bool:
+    """JAX_PLATFORMS=cpu, or no GPU/TPU plugin installed: XLA:CPU compiles everything."""
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return True
+    import importlib.metadata
+    import re
+    return not any(re.match(r"jax[-_](cuda\d*|rocm\d*)[-_](plugin|pjrt)|libtpu", (d.metadata["Name"] or "").lower())
+                   for d in importlib.metadata.distributions())
+
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "") and _cpu_only():
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
