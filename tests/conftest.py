@@ -40,6 +40,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # su
 # A level the user names (e.g. XLA_FLAGS=--xla_backend_optimization_level=3) is kept, and a
 # machine with a GPU/TPU plugin (the accelerator check's tests part) compiles as its users do.
 
+# One OpenBLAS thread (numpy's eigh/cov in the FD and Gaussian-baseline code): with the two
+# xdist workers on 2 cores a second BLAS thread only spins; fd_report's test alone on a busy
+# machine 18 -> 7 CPU s (wall too). Read when numpy loads, which is after this (jax below).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 def _cpu_only() -> bool:
     """JAX_PLATFORMS=cpu, or no GPU/TPU plugin installed: XLA:CPU compiles everything."""
