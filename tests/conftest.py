@@ -32,6 +32,32 @@ _CACHE_PREFIX = "dsm_jax_tests_xla_"
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # a cache the user named is never removed
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"{_CACHE_PREFIX}{os.getpid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")  # subset: 0.5 s 145 s, 0.1 s 119 s, 0 s 121 s
+# The tests' programs are tiny and run for milliseconds, so XLA:CPU's LLVM optimisation passes
+# are most of the suite's CPU time: at level 0 a tiny conv net's compiles cost half (CPU s, one
+# test alone: benchmark tiny run 71 -> 25, DDE conv arch 59 -> 29) while a 1,500-step toy run
+# executes 27 -> 33. Dots and convolutions still go to Eigen/YNNPACK; only the generated loops
+# are unoptimised. Read when XLA first compiles (after this), inherited by every subprocess.
+# A level the user names (e.g. XLA_FLAGS=--xla_backend_optimization_level=3) is kept, and a
+# machine with a GPU/TPU plugin (the accelerator check's tests part) compiles as its users do.
+
+# One OpenBLAS thread (numpy's eigh/cov in the FD and Gaussian-baseline code): with the two
+# xdist workers on 2 cores a second BLAS thread only spins; fd_report's test alone on a busy
+# machine 18 -> 7 CPU s (wall too). Read when numpy loads, which is after this (jax below).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _cpu_only() -> bool:
+    """JAX_PLATFORMS=cpu, or no GPU/TPU plugin installed: XLA:CPU compiles everything."""
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return True
+    import importlib.metadata
+    import re
+    return not any(re.match(r"jax[-_](cuda\d*|rocm\d*)[-_](plugin|pjrt)|libtpu", (d.metadata["Name"] or "").lower())
+                   for d in importlib.metadata.distributions())
+
+
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "") and _cpu_only():
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 
 def _run_ended(path: str) -> bool:

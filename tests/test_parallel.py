@@ -28,7 +28,9 @@ TOL = 1e-5  # float32 sums in another order: ~1e-7 measured; anything real is >>
 
 def _env(n_devices: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={n_devices}", JAX_PLATFORMS="cpu",
+    # of the suite's XLA_FLAGS only its optimisation level (conftest: level 0, compiles at half the CPU)
+    level = [f for f in os.environ.get("XLA_FLAGS", "").split() if f.startswith("--xla_backend_optimization_level")]
+    env.update(XLA_FLAGS=" ".join([f"--xla_force_host_platform_device_count={n_devices}", *level]), JAX_PLATFORMS="cpu",
                PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""), **extra)
     return env
 
