@@ -40,7 +40,10 @@ COMMANDS = {
     "fashion_mnist-default": "python -m experiments.fashion_mnist",
     "fashion_mnist_dde-default": "python -m experiments.fashion_mnist_dde",
     "fashion_mnist-study": "python -m experiments.fashion_mnist_study --dde_run runs/fashion_mnist_dde-default",
+    "fashion_mnist-chains": "python -m experiments.fashion_mnist_chains --run_dir runs/fashion_mnist-study/row2",
 }
+SUMMARIES = {"fashion_mnist-study": "study.json", "toy2d-dde-study": "study.json",
+             "fashion_mnist-chains": "chains.json"}  # runs whose file is not metrics.json
 
 MARKER = re.compile(r"<!-- table:(?P<name>[\w-]+)(?: static=(?P<static>\w+))? -->\n(?P<body>.*?)<!-- /table -->",
                     re.S)
@@ -208,6 +211,24 @@ def fashion_mnist_study(run):
                    "sampling min (1,000)", "FD @ training minute"], rows)
 
 
+@needs("fashion_mnist-chains")
+def fashion_mnist_chains(run):
+    """docs/results.md: the chain study on the default energy; the chosen row (lowest FD against
+    training images) in bold."""
+    def fmt(v, spec):
+        return "–" if v is None else format(v, spec)
+
+    rows = []
+    for name, r in run["rows"].items():
+        label = f"**{name}**" if name == run["chosen"] else name
+        sets = " ".join(o.removeprefix("sampler.") for o in r["overrides"])
+        classes = "–" if r["class_min"] is None else f"{r['class_min']:.3f} ({r['classes_under']})"
+        rows.append([label, sets, f"{r['sampler_steps']:,}", fmt(r["fd_select"], ".1f"), fmt(r["fd"], ".1f"), classes,
+                     fmt(r["class_kl"], ".3f")])
+    return _table(["chain", "sampler.*", "steps", f"FD vs {run['select_n']:,} training images (chooses)",
+                   f"FD vs test (n = {run['n']:,})", "smallest class (< 2 %)", "class KL"], rows)
+
+
 MASK_LABELS = {"lower_half": "lower half missing", "centre_square": "centre 16×16 square missing",
                "random_half": "50 % random pixels missing"}
 
@@ -328,6 +349,7 @@ fashion_mnist_likelihood_summary = fashion_mnist_likelihood  # the README's two-
 
 TABLES = {f.__name__: f for f in (toy2d, toy2d_coverage, toy2d_likelihood, toy2d_20k, dde_study, fashion_mnist_dde,
                                   fashion_mnist_dde_monitor, fashion_mnist_mdsm, fashion_mnist_inpainting, fashion_mnist_study,
+                                  fashion_mnist_chains,
                                   benchmarks, peers,
                                   fashion_mnist_likelihood)}
 TABLES["fashion_mnist_likelihood_summary"] = fashion_mnist_likelihood_summary
@@ -402,7 +424,7 @@ def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = Non
     written = []
     for run, (src, label) in dirs.items():
         command = commands.get(run, COMMANDS[run])
-        name = "study.json" if run in ("fashion_mnist-study", "toy2d-dde-study") else "metrics.json"
+        name = SUMMARIES.get(run, "metrics.json")
         path = os.path.join(src, name)
         if not os.path.exists(path):
             if run in sources:
@@ -411,7 +433,7 @@ def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = Non
         head = {"command": command, "measured": _date(path), "commit": commit, "source": f"{label}/{name}"}
         with open(path) as f:
             found = json.load(f)
-        if run == "fashion_mnist-study":
+        if run in ("fashion_mnist-study", "fashion_mnist-chains"):
             payload = {**head, **found}
         elif run == "toy2d-dde-study":
             payload = {**head, "rows": [{"label": k, "overrides": v.pop("overrides", []),
