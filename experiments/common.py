@@ -54,6 +54,13 @@ def write_json(path: str, obj) -> None:
         json.dump(obj, f, indent=2)
 
 
+def write_summary(out: str, stem: str, summary, table: str) -> None:
+    """A study's two files: ``<out>/<stem>.json`` (``summary``) and ``<out>/<stem>.md`` (``table``)."""
+    write_json(os.path.join(out, f"{stem}.json"), summary)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(table + "\n")
+
+
 def read_json(path: str):
     with open(path) as f:
         return json.load(f)

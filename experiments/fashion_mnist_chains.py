@@ -43,7 +43,6 @@ CHAINS = {  # name -> sampler.* overrides of the run's config; the first rows va
     "mdsm_length_step_4e-4": (*MDSM_CHAIN, "sampler.step_size=4e-4"),
     "mdsm_length_step_8e-4": (*MDSM_CHAIN, "sampler.step_size=8e-4"),
 }
-FIELDS = ("fd", "classes_under", "class_min", "class_kl")
 
 
 def pick(spec: str | None) -> dict:
@@ -100,7 +99,7 @@ def main(argv=None):
         results[name] = {"overrides": list(rows[name]), "sampler_steps": n_steps, "sample_seconds": seconds,
                          "n_nonfinite": int(info["n_nonfinite"]),
                          "fd_select": None if chosen_on is None else chosen_on["fd"],
-                         **({k: scores[k] for k in FIELDS} if scores else {k: None for k in FIELDS})}
+                         **(scores or dict.fromkeys(common.MONITOR_FIELDS))}  # None: a non-finite sample
         if scores is not None:
             plotting.image_grid(os.path.join(out, f"{name}.png"), x[:100], n_cols=10,
                                 title=f"{name}: {n_steps} steps, FD {scores['fd']:.1f}")
@@ -109,10 +108,8 @@ def main(argv=None):
     chosen = min(finite, key=lambda n: finite[n]["fd_select"]) if finite else None
     summary = {"run_dir": args.run_dir, "train_steps": step, "select_n": n_select, "n": cfg.sampler.n_samples,
                "chosen": chosen, "rows": results}
-    common.write_json(os.path.join(out, "chains.json"), summary)
     table = chains_table(summary)
-    with open(os.path.join(out, "chains.md"), "w") as f:
-        f.write(table + "\n")
+    common.write_summary(out, "chains", summary, table)
     print(table)
     print(f"wrote {out}/chains.json, chains.md")
     return summary

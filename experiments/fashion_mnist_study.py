@@ -132,10 +132,8 @@ def main(argv=None):
              "fd_floor": first["fd_floor"], "fd_gaussian_baseline": first["fd_gaussian_baseline"],
              "fd_gaussian_baseline_std": first["fd_gaussian_baseline_std"],
              "dde_generator_curve": dde}
-    common.write_json(os.path.join(args.out, "study.json"), study)
     table = study_table(rows)
-    with open(os.path.join(args.out, "study.md"), "w") as f:
-        f.write(table + "\n")
+    common.write_summary(args.out, "study", study, table)
     curves = {name: r["fd_curve"] for name, r in rows.items()}
     if dde:
         curves["DDE generator"] = dde

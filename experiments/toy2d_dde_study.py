@@ -62,11 +62,9 @@ def main(argv=None):
         print(f"study: {name}: {' '.join(sets)}", flush=True)
         rows[name] = {**toy2d.main(argv_row)[f"{args.toy}/dde-generator"], "overrides": list(deviation)}
     os.makedirs(args.out, exist_ok=True)
-    common.write_json(os.path.join(args.out, "study.json"),
-                      {"toy": args.toy, "preset": args.preset, "overrides": args.overrides, "rows": rows})
     table = study_table(rows)
-    with open(os.path.join(args.out, "study.md"), "w") as f:
-        f.write(table + "\n")
+    common.write_summary(args.out, "study", {"toy": args.toy, "preset": args.preset, "overrides": args.overrides,
+                                             "rows": rows}, table)
     print(table)
     return rows
 
