@@ -45,7 +45,7 @@ from experiments import common
 from experiments.common import n_params, refuse_nonfinite
 from experiments.configs.fashion_mnist_dde import ARCHS, PRESETS, DDEFashionConfig
 from experiments.fashion_mnist_dde_nets import (energy_module, generator_module, init_state, latent_sampler,
-                                                 optimizers, sigma_of)
+                                                 optimizers, sigma_of, to_data_images, to_model_images)
 from experiments.fashion_mnist_dde_report import plot_losses, read_mdsm, results_table
 from experiments.fashion_mnist_dde_sampling import (CLASS_FIELDS, density_temperatures, generate_samples,
                                                     make_density_sampler, score_density)
@@ -65,7 +65,7 @@ def generator_monitor(cfg, generator_fn, clf_params, x_test, y_test):
     generate = jax.jit(generator_fn)
 
     def record(state, step, seconds):
-        scores = score(generate(state.gen.params, z))
+        scores = score(to_data_images(cfg, generate(state.gen.params, z)))
         if scores is None:
             return {"step": step, "run": "generator_monitor", "nonfinite": True}
         return {"step": step, "run": "generator_monitor", "fd": scores["fd"], "train_seconds": seconds,
@@ -159,9 +159,10 @@ def main(argv=None):
     images = common.images(cfg.data, cfg.seed, progress)  # the metric's classifier, shared through its cache
     generator_fn = generator_module(cfg).apply
     monitor = generator_monitor(cfg, generator_fn, images.clf_params, images.x_test, images.y_test)
-    state, history, train_s = train(cfg, images.x_train, out, progress, monitor)
+    state, history, train_s = train(cfg, to_model_images(cfg, images.x_train), out, progress, monitor)
     k_gen, k_density, k_fd, k_fd_density = jax.random.split(jax.random.key(cfg.seed + 1), 4)
     samples, gen_s_per_1k = generate_samples(cfg, generator_fn, state.gen.params, k_gen, cfg.n_samples)
+    samples = to_data_images(cfg, samples)  # what the classifier scores (and samples.npz keeps)
     refuse_nonfinite(samples, "generator samples", "Retrain with a lower gen.lr, or --set train.skip_nonfinite=true.")
     plotting.image_grid(os.path.join(out, "samples.png"), samples[:100], n_cols=10,
                         title=f"DDE generator, {cfg.train.steps} steps ({int(state.gen_updates)} G updates), "

@@ -2,11 +2,45 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 
 import dsm_jax as dj
 from dsm_jax import nets
 from experiments.common import image_shape
 from experiments.configs.fashion_mnist_dde import ARCHS
+
+
+def model_shape(cfg) -> tuple[int, int, int]:
+    """The networks' image shape (H, W, C): the data's, or its centre ``model.image_size``² crop."""
+    h, w, c = image_shape(cfg.data)
+    size = cfg.model.image_size
+    if size is None:
+        return h, w, c
+    if size > min(h, w):
+        raise ValueError(f"`model.image_size` {size} is larger than the data's {h}x{w} images; pass at most "
+                         f"{min(h, w)} (or None for the data's size).")
+    return size, size, c
+
+
+def _offsets(cfg):
+    (h, w, _), (mh, mw, _) = image_shape(cfg.data), model_shape(cfg)
+    return (h - mh) // 2, (w - mw) // 2, h - mh, w - mw
+
+
+def to_model_images(cfg, x):
+    """Data images (n, H, W, C) -> the networks' centre crop (a no-op without ``model.image_size``)."""
+    top, left, dh, dw = _offsets(cfg)
+    if not (dh or dw):
+        return x
+    return np.ascontiguousarray(x[:, top:top + x.shape[1] - dh, left:left + x.shape[2] - dw])
+
+
+def to_data_images(cfg, x):
+    """The networks' images -> the data's size by zero padding (what the FD classifier scores)."""
+    top, left, dh, dw = _offsets(cfg)
+    if not (dh or dw):
+        return x
+    return np.pad(np.asarray(x), ((0, 0), (top, dh - top), (left, dw - left), (0, 0)))
 
 
 def energy_module(cfg):
@@ -22,7 +56,7 @@ def energy_module(cfg):
 def generator_module(cfg):
     m, g = cfg.model, cfg.gen
     if m.arch == "densenet":
-        return nets.DenseNetGenerator(g.depth, g.growth, image_shape(cfg.data), m.activation, g.init_scale)
+        return nets.DenseNetGenerator(g.depth, g.growth, model_shape(cfg), m.activation, g.init_scale)
     if m.arch == "conv":
         return nets.ConvGenerator(g.conv_width, 3, image_shape(cfg.data), conv_impl=m.conv_impl)
     raise ValueError(f"Unknown `model.arch` {m.arch!r}; choose one of {ARCHS}.")
@@ -49,7 +83,7 @@ def optimizers(cfg):
 def init_state(cfg) -> dj.DDEState:
     k_g, k_p, k_q, k_state = jax.random.split(jax.random.key(cfg.seed), 4)
     gen_opt, energy_opt = optimizers(cfg)
-    energy, shape = energy_module(cfg), image_shape(cfg.data)
+    energy, shape = energy_module(cfg), model_shape(cfg)
     return dj.init_dde_state(
         dj.init_params(generator_module(cfg), k_g, (cfg.gen.latent_dim,)),
         dj.init_params(energy, k_p, shape), dj.init_params(energy, k_q, shape),

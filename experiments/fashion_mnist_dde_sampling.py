@@ -11,8 +11,7 @@ import numpy as np
 import dsm_jax as dj
 from dsm_jax import parallel, plotting
 from experiments import common
-from experiments.common import image_shape
-from experiments.fashion_mnist_dde_nets import energy_module, latent_sampler
+from experiments.fashion_mnist_dde_nets import energy_module, latent_sampler, model_shape, to_data_images
 
 # what image_metrics.fd_report(..., test_labels=...) adds: the classifier's class split of the samples
 CLASS_FIELDS = ("class_histogram", "class_kl", "classes_under", "class_min", "min_fraction")
@@ -64,7 +63,7 @@ def density_samples(cfg, energy_fn, p_params, key, progress):
     """E_p's Langevin + Tweedie samples and the seconds per 1,000 (after a compiling chunk)."""
     d = cfg.density
     sampler, n_steps = make_density_sampler(cfg, energy_fn, mesh="auto")  # plain jit on one device
-    init = lambda k, m: d.init_mean + d.init_std * jax.random.normal(k, (m, *image_shape(cfg.data)))  # noqa: E731
+    init = lambda k, m: d.init_mean + d.init_std * jax.random.normal(k, (m, *model_shape(cfg)))  # noqa: E731
     chunk = min(d.chunk, d.n_samples)
     out = {}
 
@@ -86,6 +85,7 @@ def score_density(cfg, images, p_params, key, k_fd, progress, out):
     """The DDE-density variant's samples, figure and report (the ``dde_density`` record)."""
     energy_fn = dj.energy_fn_of(energy_module(cfg))
     samples, s_per_1k, steps = density_samples(cfg, energy_fn, p_params, key, progress)
+    samples = to_data_images(cfg, samples)
     plotting.image_grid(os.path.join(out, "density_samples.png"), samples[:100], n_cols=10,
                         title=f"DDE density E_p: {steps} Langevin steps + Tweedie denoise (σ = {cfg.train.sigma})")
     fd = images.score(samples, k_fd)

@@ -41,6 +41,8 @@ ROWS = {  # the default preset is row 2's energy, chosen by this study; row 0 wa
     "DenseNet MLP energy, 40k steps (default preset)": (DENSENET_EVERY,),
     "DenseNet MLP energy, 40k steps, σ ∈ [0.05, 1.2] linear": (
         DENSENET_EVERY, "train.sigma_min=0.05", "train.sigma_max=1.2", "train.sigma_spacing=linear"),
+    # the rest of the 60-minute budget: the default's cosine schedule stretched 2.5x (~35 train min)
+    "DenseNet MLP energy, 100k steps": ("train.monitor_every_seconds=300", "train.steps=100000"),
 }
 ROW_FIELDS = ("fd", "class_min", "classes_under", "class_kl", "train_seconds", "sample_seconds", "train_steps",
               "fd_floor", "fd_gaussian_baseline", "fd_gaussian_baseline_std")

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import jax
 import numpy as np
 import pytest
 from conftest import DDE_RUN_GROUP
@@ -128,3 +129,29 @@ def test_density_schedule_and_sigma_annealing():
     with pytest.raises(ValueError, match="no steps"):
         fmd.make_density_sampler(config.replace(cfg, {"density.n_constant": 0, "density.n_exponential": 0,
                                                       "density.n_final": 0}), lambda p, x: x.sum((1, 2, 3)))
+
+
+def test_image_size_trains_on_the_centre_crop_and_scores_padded_images(tmp_path):
+    # model.image_size=28: the authors' unpadded Fashion-MNIST. The networks see the centre crop
+    # of the 32x32 padded data; their samples are zero-padded back for the FD classifier.
+    cfg = config.apply_overrides(dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"]),
+                                 ["model.image_size=28", "train.steps=4", "gen.every=2", "train.steps_per_call=2",
+                                  "train.batch_size=4", "train.grid_every=none"])
+    from experiments import fashion_mnist_dde_nets as nets_of
+    assert nets_of.model_shape(cfg) == (28, 28, 1)
+    x = np.random.default_rng(0).uniform(size=(8, 32, 32, 1)).astype(np.float32)
+    crop = nets_of.to_model_images(cfg, x)
+    np.testing.assert_array_equal(crop, x[:, 2:30, 2:30])
+    back = nets_of.to_data_images(cfg, crop)
+    assert back.shape == x.shape and not back[:, :2].any() and not back[:, :, 30:].any()
+    np.testing.assert_array_equal(back[:, 2:30, 2:30], crop)
+    state, history, _ = fmd.train(cfg, crop, str(tmp_path), progress=False)
+    assert int(state.step) == 4 and all(math.isfinite(h["gen_loss"]) for h in history)
+    z = fmd.latent_sampler(cfg, 3)(jax.random.key(0))
+    assert fmd.generator_module(cfg).apply(state.gen.params, z).shape == (3, 28, 28, 1)
+    plain = dataclasses.replace(fmd.DDEFashionConfig(), **fmd.PRESETS["smoke"])
+    assert nets_of.to_model_images(plain, x) is x and nets_of.to_data_images(plain, x) is x
+    with pytest.raises(ValueError, match="`model.image_size` 40 is larger"):
+        nets_of.model_shape(config.replace(cfg, {"model.image_size": 40}))
+    with pytest.raises(ValueError, match="`model.image_size` 28 needs `model.arch` 'densenet'"):
+        config.replace(cfg, {"model.arch": "conv"}).validate()

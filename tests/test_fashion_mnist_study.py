@@ -158,7 +158,7 @@ def test_study_rows_are_valid_configs_and_only_the_default_row_is_the_default_pr
 
 def test_study_rows_flag_picks_by_index_and_refuses_bad_indices():
     assert list(study.pick_rows("1,0")) == [list(study.ROWS)[1], list(study.ROWS)[0]]
-    with pytest.raises(ValueError, match=r"`--rows` must be comma-separated row indices in 0\.\.3, got '9'"):
+    with pytest.raises(ValueError, match=r"`--rows` must be comma-separated row indices in 0\.\.4, got '9'"):
         study.pick_rows("9")
 
 

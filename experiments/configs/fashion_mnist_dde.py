@@ -30,6 +30,9 @@ class Model:
     conv_stages: int = field(3)
     conv_blocks: int = field(1)
     conv_impl: str = field("matmul")  # MatmulConv: no XLA:CPU slowdown inside scanned chunks
+    # The networks' image side: None trains on the data's padded size (32); 28 on the centre crop,
+    # the authors' unpadded Fashion-MNIST. Samples are zero-padded back for the FD classifier.
+    image_size: int | None = field(None, added=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +122,7 @@ class DDEFashionConfig(cfgs.Legacy):
                           "train.steps", "train.batch_size", "gen.every", "train.steps_per_call",
                           "train.keep_checkpoints", "n_samples", "data.fd_n", "data.classifier_steps",
                           "density.n_samples", "density.chunk", "monitor.n", "monitor.every", "train.grid_every",
-                          "data.train_limit", "data.test_limit"),
+                          "data.train_limit", "data.test_limit", "model.image_size"),
             nonnegative_int=("seed", "train.p_warmup_steps", "train.q_warmup_steps", "train.checkpoint_every",
                              "density.n_constant", "density.n_exponential", "density.n_final"),
             nonnegative=("monitor.every_seconds",),
@@ -133,6 +136,9 @@ class DDEFashionConfig(cfgs.Legacy):
         )
         cfgs.check_t_high(self, "density.t_high")
         check_image_data(self.data)
+        if self.model.image_size is not None and self.model.arch != "densenet":
+            raise ValueError(f"`model.image_size` {self.model.image_size} needs `model.arch` 'densenet' (the conv "
+                             "networks keep the data's size); drop model.image_size or use model.arch=densenet.")
 
 
 PRESETS = {
