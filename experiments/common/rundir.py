@@ -50,13 +50,17 @@ def code_version(root: str = ROOT) -> dict:
     return {"commit": commit, **({"dirty": True} if changed else {})}
 
 
+def _argv() -> list[str]:
+    return list(getattr(sys, "argv", None) or [""])  # an embedded interpreter may have none
+
+
 def process_command() -> str:
     """This process's command line as it was typed: ``python -m <module> ARGS`` when it was
     started as a module, else ``python <script> ARGS``."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    spec, argv = getattr(sys.modules.get("__main__"), "__spec__", None), _argv()
     if spec is not None and spec.name:
-        return shlex.join(["python", "-m", spec.name.removesuffix(".__main__"), *sys.argv[1:]])
-    return shlex.join(["python", *sys.argv])
+        return shlex.join(["python", "-m", spec.name.removesuffix(".__main__"), *argv[1:]])
+    return shlex.join(["python", *argv])
 
 
 def run_entry(module: str | None = None, argv=None) -> dict:
@@ -65,8 +69,8 @@ def run_entry(module: str | None = None, argv=None) -> dict:
     ``started`` (UTC) and, when another command called the script's ``main`` (a study's rows,
     a test), ``called_by``: that command."""
     process = process_command()
-    command = process if module is None else shlex.join(["python", "-m", module,
-                                                          *(sys.argv[1:] if argv is None else argv)])
+    argv = _argv()[1:] if argv is None else [str(a) for a in argv]
+    command = process if module is None else shlex.join(["python", "-m", module, *argv])
     entry = {**code_version(), "command": command,
              "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     return entry if command == process else {**entry, "called_by": process}
