@@ -1,4 +1,5 @@
-"""Inpainting masks, PSNR and the two baselines any inpainting number must beat.
+"""Inpainting masks, PSNR, the two baselines any inpainting number must beat, and
+:func:`evaluate_inpainting`, which scores a fill function against both under every mask.
 
 Masks use the samplers' convention for ``observed_mask``: 1 = observed (kept bit-for-bit by
 :func:`dsm_jax.inpainter`), 0 = missing (filled by the chain). PSNR is measured on the
@@ -6,6 +7,8 @@ missing pixels only: the observed ones are copied, and counting them would flatt
 method equally.
 """
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,3 +107,40 @@ def nearest_visible_fill(x, observed, train_images, chunk_size: int = 8192) -> n
         better = d_min < best_d
         best_d[better], best_i[better] = d_min[better], start + i[better]
     return np.where(np.asarray(observed) > 0, np.asarray(x), train_images[best_i])
+
+
+class InpaintingScore(NamedTuple):
+    """One mask kind's result from :func:`evaluate_inpainting`."""
+    observed: np.ndarray  # the mask, 1 = observed
+    fill: np.ndarray      # the fill function's images (observed pixels are the truth's)
+    nearest: np.ndarray   # baseline 2: the nearest training image on the visible pixels
+    psnr: dict            # mean PSNR (dB) on the missing pixels: "model", "mean_image", "nearest_train"
+
+
+def evaluate_inpainting(fill_fn: Callable, params, key, truth, train_images, init_fn: Callable,
+                        kinds=MASK_KINDS) -> dict[str, InpaintingScore]:
+    """Inpaint ``truth`` (n, H, W, C) under each mask of ``kinds`` and score the fills on the
+    missing pixels beside the mean-image and nearest-training-image baselines.
+
+    ``fill_fn(params, key, x, free_mask=...) -> x`` is e.g. ``jax.jit(dj.inpainter(...))``;
+    ``init_fn(key, n)`` gives the chain's starting values for the missing pixels (e.g.
+    :func:`dsm_jax.gaussian_start`). Mask kind ``i`` draws its mask, starts and chain from
+    ``jax.random.split(jax.random.fold_in(key, i), 3)``, so one kind's numbers do not depend on
+    the others. Returns ``{kind: InpaintingScore}``."""
+    validation.check_prng_key("key", key)
+    validation.check_batched("truth", truth)
+    if isinstance(kinds, str) or not kinds:
+        raise ValueError(f"`kinds` must be a non-empty sequence of {MASK_KINDS}, got {kinds!r}; e.g. kinds=('lower_half',).")
+    truth = np.asarray(truth)
+    out = {}
+    for i, kind in enumerate(kinds):
+        k_mask, k_init, k_run = jax.random.split(jax.random.fold_in(key, i), 3)
+        observed = observed_mask(kind, truth.shape, k_mask)
+        start = np.where(observed > 0, truth, np.asarray(init_fn(k_init, len(truth))))
+        fill = np.asarray(fill_fn(params, k_run, jnp.asarray(start), free_mask=1.0 - jnp.asarray(observed)))
+        nearest = nearest_visible_fill(truth, observed, train_images)
+        scores = {name: float(np.mean(psnr(est, truth, observed))) for name, est in
+                  (("model", fill), ("mean_image", mean_image_fill(truth, observed, train_images)),
+                   ("nearest_train", nearest))}
+        out[kind] = InpaintingScore(observed, fill, nearest, scores)
+    return out

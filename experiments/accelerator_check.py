@@ -22,8 +22,9 @@ fails or overruns is reported, with its traceback, and the rest still run):
   through its experiment's own ``train`` for 250 steps (50 to compile, 200 timed), steps/s
   extrapolated to the preset's step count, and peak device memory.
 
-Writes ``accelerator_check.json`` and ``accelerator_check.md`` to ``--out``; exits 0 only
-when every part passed.
+Writes ``accelerator_check.json`` and ``accelerator_check.md`` (:mod:`experiments.accelerator_report`)
+to ``--out``; exits 0 only when every part passed. The parts are in
+:mod:`experiments.accelerator_parts`; this module runs them, each in its own process.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ import tempfile
 import threading
 import time
 import traceback
+
+from experiments import accelerator_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOTAL_BUDGET_S = 300
@@ -192,69 +195,6 @@ def check(parts: list[str], mode: str, isolate: bool, total_budget: float) -> di
             "total_budget_s": total_budget, "parts": results}
 
 
-# ---------------------------------------------------------------------------------------
-# Report
-# ---------------------------------------------------------------------------------------
-def _gib(n) -> str:
-    return "–" if n is None else f"{n / 2**30:.2f} GiB"
-
-
-def _ms(s) -> str:
-    return "–" if s is None else f"{s * 1e3:.2f} ms"
-
-
-def markdown(report: dict) -> str:
-    from experiments.common import markdown_table
-
-    parts = report["parts"]
-    env = parts.get("environment", {})
-    pk = env.get("packages", {})
-    head = [f"# Accelerator check ({report['mode']}), {report['date']}"]
-    if env.get("ok"):
-        kinds = sorted({d["kind"] for d in env["devices"]})
-        head.append(f"{env['device_count']} × {', '.join(kinds)} ({env['backend']}); python {env['python']}, "
-                    + ", ".join(f"{n} {pk[n]['version'] if pk[n]['importable'] else 'absent'}"
-                                for n in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex",
-                                          "tensorflow-datasets"))
-                    + (f"; plugins {', '.join(env['accelerator_plugins'])}" if env["accelerator_plugins"] else ""))
-    head.append(f"all parts passed: {'yes' if report['ok'] else 'NO'} ({report['total_seconds']:.0f} s of "
-                f"{report['total_budget_s']:.0f} s)")
-    rows = [[n, "ok" if r["ok"] else "**FAILED**", f"{r.get('seconds', 0):.1f}", _gib(r.get("peak_device_bytes")),
-             (r.get("summary") or "") if r["ok"] else r["error"].replace("|", "/").replace("\n", " ")[:200]]
-            for n, r in parts.items()]
-    out = ["\n".join(head), "", markdown_table(["part", "status", "seconds", "peak device memory", "result"], rows)]
-    preset_rows = []
-    for name in ("mdsm_fashion_mnist", "mdsm_cifar10", "dde_fashion_mnist"):
-        r = parts.get(name, {})
-        if r.get("ok") and "steps_per_s" in r:
-            preset_rows.append([name, f"{r['steps_per_s']:,.1f}", f"{r['paper_steps']:,}", f"{r['paper_hours']:.2f}",
-                                _gib(r.get("peak_device_bytes"))])
-    for method, r in parts.get("toy2d", {}).get("runs", {}).items() if parts.get("toy2d", {}).get("ok") else ():
-        preset_rows.append([f"toy2d {method}", f"{r['steps_per_s']:,.1f}", f"{r['paper_steps']:,}",
-                            f"{r['paper_hours']:.2f}", _gib(parts["toy2d"].get("peak_device_bytes"))])
-    if preset_rows:
-        out += ["", markdown_table(["paper preset (synthetic data)", "steps/s", "preset's steps",
-                                    "hours extrapolated", "peak device memory"], preset_rows)]
-    bench_rows = []
-    for part, key, unit in (("bench_train", "steps_per_s", "steps/s"),
-                            ("bench_langevin", "chain_steps_per_s", "chain-steps/s")):
-        for row, r in parts.get(part, {}).get("rows", {}).items() if parts.get(part, {}).get("ok") else ():
-            cpu = r.get("cpu")
-            cpu_cell = "–" if not cpu else (f"{_ms(cpu['median_s'])} ({cpu['impl']}, {cpu['cores']} {cpu['machine']} "
-                                            f"cores, jax {cpu['jax']})")
-            for impl, v in r["impls"].items():
-                bench_rows.append([row, impl, _ms(v["median_s"]), f"{v[key]:,.0f} {unit}",
-                                   f"{v['compile_s']:.1f}", cpu_cell])
-    if bench_rows:
-        out += ["", markdown_table(["benchmark row", "implementation", "median", "throughput", "compile s",
-                                    "CPU median (docs/benchmarks)"], bench_rows)]
-    tests = parts.get("tests")
-    if tests:
-        out += ["", f"tests: `{tests.get('command', '')}`: {tests.get('summary', '')}"
-                + (f"; failed: {', '.join(tests['failed'])}" if tests.get("failed") else "")]
-    return "\n".join(out) + "\n"
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/accelerator_check", help="directory for the JSON and the table")
@@ -291,7 +231,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "accelerator_check.json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
-    text = markdown(report)
+    text = accelerator_report.markdown(report)
     with open(os.path.join(args.out, "accelerator_check.md"), "w") as f:
         f.write(text)
     print(text)

@@ -27,7 +27,6 @@ import time
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import dsm_jax as dj
@@ -159,38 +158,23 @@ def load_run(run_dir: str, conv: str | None = None):
     if conv is not None:
         cfg = cfgs.replace(cfg, {"model.conv": conv})  # same parameters whatever the conv
     module = energy_module(cfg)
-    ckpt = dj.Checkpoints(os.path.join(run_dir, "checkpoints"))
-    try:
-        restored = ckpt.restore_latest(_init_state(cfg, module, jax.random.key(0), jax.random.key(0)))
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"No checkpoint under {run_dir}/checkpoints; train first: "
-                                f"python -m experiments.fashion_mnist --out {run_dir}")
-    state = restored[0]
+    state = common.restore_latest(run_dir, _init_state(cfg, module, jax.random.key(0), jax.random.key(0)),
+                                  "fashion_mnist")
     return cfg, dj.energy_fn_of(module), (state.ema if cfg.train.ema_decay is not None else state.params), int(state.step)
 
 
 def inpaint(cfg, energy_fn, params, x_test, x_train, key):
-    """Inpaint ``inpaint.n`` test images under every mask; PSNR on the missing pixels beside
-    the mean-image and nearest-visible-training-image baselines."""
+    """Inpaint ``inpaint.n`` test images under every mask (:func:`dsm_jax.inpainting.evaluate_inpainting`):
+    PSNR on the missing pixels beside the mean-image and nearest-visible-training-image
+    baselines, and the figure's rows (truth / observed / MDSM / nearest, 8 images per mask)."""
     fill = jax.jit(dj.inpainter(energy_fn, cfg.sampler.step_size, temperatures=temperatures(cfg), sigma0=cfg.train.sigma0),
                    compiler_options=dj.compiler_options(cfg.train.ynn_fusions))
     truth = x_test[: cfg.inpaint.n]
-    results, rows = {}, []
-    for i, kind in enumerate(cfg.inpaint.masks):
-        k_mask, k_init, k_run = jax.random.split(jax.random.fold_in(key, i), 3)
-        observed = inpainting.observed_mask(kind, truth.shape, k_mask)
-        start = np.where(observed > 0, truth, np.asarray(init_fn(cfg)(k_init, len(truth))))
-        ours = np.asarray(fill(params, k_run, jnp.asarray(start), free_mask=1.0 - jnp.asarray(observed)))
-        mean_fill = inpainting.mean_image_fill(truth, observed, x_train)
-        nearest = inpainting.nearest_visible_fill(truth, observed, x_train)
-        results[kind] = {
-            name: float(np.mean(inpainting.psnr(est, truth, observed)))
-            for name, est in (("mdsm", ours), ("mean_image", mean_fill), ("nearest_train", nearest))
-        }
-        shown = slice(0, 8)
-        rows += [truth[shown], np.where(observed > 0, truth, 0.5)[shown], ours[shown], nearest[shown]]
+    scores = inpainting.evaluate_inpainting(fill, params, key, truth, x_train, init_fn(cfg), cfg.inpaint.masks)
+    results = {kind: {"mdsm": r.psnr["model"], "mean_image": r.psnr["mean_image"], "nearest_train": r.psnr["nearest_train"]}
+               for kind, r in scores.items()}
+    shown = slice(0, 8)
+    rows = [a[shown] for r in scores.values() for a in (truth, np.where(r.observed > 0, truth, 0.5), r.fill, r.nearest)]
     return results, np.concatenate(rows)
 
 

@@ -82,6 +82,7 @@ def main(argv=None):
     configs = {name: chain_config(cfg, sets) for name, sets in rows.items()}
     out = args.out or os.path.join(args.run_dir, "chains")
     os.makedirs(out, exist_ok=True)
+    common.record_run(out, "experiments.fashion_mnist_chains", argv)
     images = common.images(cfg.data, cfg.seed, not args.no_progress)
     n_select = min(args.select_n, len(images.x_train))
     pick_idx = np.asarray(jax.random.choice(jax.random.key(cfg.seed + 7), len(images.x_train), (n_select,), replace=False))

@@ -139,15 +139,7 @@ def load_run(run_dir: str):
     :class:`dsm_jax.DDEState` (generator, E_p, E_q) of the latest checkpoint in ``run_dir``.
     Runs written before configs were nested load too."""
     cfg = cfgs.load(DDEFashionConfig(), os.path.join(run_dir, "config.json"))
-    ckpt = dj.Checkpoints(os.path.join(run_dir, "checkpoints"))
-    try:
-        restored = ckpt.restore_latest(init_state(cfg))
-    finally:
-        ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"No checkpoint under {run_dir}/checkpoints; train first: "
-                                f"python -m experiments.fashion_mnist_dde --out {run_dir}")
-    return cfg, restored[0]
+    return cfg, common.restore_latest(run_dir, init_state(cfg), "fashion_mnist_dde")
 
 
 def main(argv=None):

@@ -206,6 +206,17 @@ def toy_context(cfg, toy, k_eval, k_floor):
     }
 
 
+def fit_options(cfg, out, name, log_path, progress, mesh) -> dict:
+    """``fit``'s keyword arguments for the run ``name`` (``"<toy>/<method>"``): the shared log
+    (records tagged with ``name``), its own checkpoints under ``<out>/checkpoints/<toy>/<method>``
+    and fingerprint, the compile options and the mesh."""
+    return {"progress": progress, "log_path": log_path, "log_extra": {"run": name},
+            "checkpoint_dir": os.path.join(out, "checkpoints", *name.split("/")),
+            "checkpoint_every": cfg.train.checkpoint_every, "keep_checkpoints": cfg.train.keep_checkpoints,
+            "fingerprint": {**cfgs.fingerprint(cfg), "run": name},
+            "compiler_options": dj.compiler_options(cfg.train.ynn_fusions), "mesh": mesh}
+
+
 def main(argv=None):
     cfg, args, out = common.start(ToyConfig(), PRESETS, __doc__, argv, script="toy2d")
     # Training (fit) and the MDSM chains run data-parallel over all devices: batches must split evenly.
@@ -224,11 +235,7 @@ def main(argv=None):
         for method in cfg.methods:
             key, k_run = jax.random.split(key)
             name = f"{toy_name}/{method}"
-            run = {"progress": not args.no_progress, "log_path": log_path, "log_extra": {"run": name},
-                   "checkpoint_dir": os.path.join(out, "checkpoints", toy_name, method),
-                   "checkpoint_every": cfg.train.checkpoint_every, "keep_checkpoints": cfg.train.keep_checkpoints,
-                   "fingerprint": {**cfgs.fingerprint(cfg), "run": name},
-                   "compiler_options": dj.compiler_options(cfg.train.ynn_fusions), "mesh": mesh}
+            run = fit_options(cfg, out, name, log_path, not args.no_progress, mesh)
             results[name], panels[method], _ = RUNNERS[method](cfg, toy, k_run, ctx, run)
             print(f"{name}: KL {results[name]['kl']:.4f} ± {results[name]['kl_stderr']:.4f} "
                   f"({results[name]['seconds']:.0f} s)", flush=True)

@@ -54,6 +54,8 @@ def main(argv=None):
                         help="applied to every row (e.g. gen.iters=10000)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    common.record_run(args.out, "experiments.toy2d_dde_study", argv)  # each row's directory records its own
     rows = {}
     for i, (name, deviation) in enumerate(DEVIATIONS.items()):
         sets = [f"toys={args.toy}", f"methods={row_methods(deviation)}", *args.overrides, *deviation]
@@ -61,7 +63,6 @@ def main(argv=None):
         argv_row += [a for s in sets for a in ("--set", s)] + (["--no-progress"] if args.no_progress else [])
         print(f"study: {name}: {' '.join(sets)}", flush=True)
         rows[name] = {**toy2d.main(argv_row)[f"{args.toy}/dde-generator"], "overrides": list(deviation)}
-    os.makedirs(args.out, exist_ok=True)
     table = study_table(rows)
     common.write_summary(args.out, "study", {"toy": args.toy, "preset": args.preset, "overrides": args.overrides,
                                              "rows": rows}, table)

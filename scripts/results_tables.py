@@ -10,7 +10,11 @@ as soon as the JSON is collected.
     python scripts/results_tables.py              # rewrite the tables in place
     python scripts/results_tables.py --check      # exit 1 when a table differs from its JSON
     python scripts/results_tables.py --collect runs   # copy runs/<run>/metrics.json → docs/results/
-    python scripts/results_tables.py --collect RUN=DIR --command "RUN=CMD"   # run RUN from DIR, ran as CMD
+    python scripts/results_tables.py --collect RUN=DIR   # run RUN from its own directory DIR
+
+A collected file takes its ``command`` and ``commit`` from the run's own ``run.json`` (written
+by the experiment when it started); a run older than those records gets :data:`COMMANDS`'s
+command and this checkout's HEAD, each marked as collected, not recorded.
 
 Only the standard library: it runs without jax.
 """
@@ -31,7 +35,8 @@ BENCHMARKS = os.path.join(ROOT, "docs", "benchmarks", "benchmarks.json")
 PEERS = os.path.join(ROOT, "docs", "benchmarks", "peers.json")  # `--rows peak,peers` run of experiments.benchmarks
 TOYS = ("eight_gaussians", "two_spirals", "checkerboard", "rings")
 
-# run name -> the command that writes runs/<run>/ (same flags as when it was measured)
+# run name -> the command that writes runs/<run>/ (same flags as when it was measured); recorded
+# for a collected run only when its directory has no run.json (runs made before they recorded it)
 COMMANDS = {
     "toy2d-default": "python -m experiments.toy2d",
     "toy2d-default-20k": "python -m experiments.toy2d --set gen.iters=20000 --set gen.monitor_every=1000 "
@@ -42,6 +47,8 @@ COMMANDS = {
     "fashion_mnist-study": "python -m experiments.fashion_mnist_study --dde_run runs/fashion_mnist_dde-default",
     "fashion_mnist-chains": "python -m experiments.fashion_mnist_chains --run_dir runs/fashion_mnist-study/row2",
 }
+RUN_FILE = "run.json"  # experiments.common.rundir.RUN_FILE: the run's commit and command
+NOT_RECORDED = "(collected; run did not record its {})"
 SUMMARIES = {"fashion_mnist-study": "study.json", "toy2d-dde-study": "study.json",
              "fashion_mnist-chains": "chains.json"}  # runs whose file is not metrics.json
 
@@ -389,7 +396,7 @@ def _date(path: str) -> str:
 
 
 def _head_commit() -> str:
-    """The checkout's commit (the code that is documented with these numbers), or "unknown"."""
+    """The collecting checkout's commit, or "unknown": only for runs that did not record theirs."""
     try:
         out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         return out.stdout.strip()
@@ -403,34 +410,44 @@ def _source_label(directory: str) -> str:
     return os.path.abspath(directory) if rel.startswith("..") else rel
 
 
-def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = None,
-            commands: dict[str, str] | None = None) -> list[str]:
+def provenance(run: str, src: str) -> dict:
+    """A collected run's ``command`` and ``commit``: those its ``run.json`` recorded at its start
+    (with ``dirty``, ``called_by`` and ``reruns`` when it has them), or, for a run without one,
+    :data:`COMMANDS`'s command and this checkout's HEAD, each marked :data:`NOT_RECORDED`."""
+    path = os.path.join(src, RUN_FILE)
+    if not os.path.exists(path):
+        return {"command": f"{COMMANDS[run]} {NOT_RECORDED.format('command')}",
+                "commit": f"{_head_commit()} {NOT_RECORDED.format('commit')}"}
+    with open(path) as f:
+        record = json.load(f)
+    return {"command": record["command"], "commit": record["commit"],
+            **{k: record[k] for k in ("dirty", "called_by", "reruns") if k in record}}
+
+
+def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = None) -> list[str]:
     """Copy the metrics of every known run found under ``runs_dir`` (``runs_dir/<run>/``), and of
     each run named in ``sources`` (``{run: its directory}``, e.g. a study's row that was the
-    default run), into docs/results/<run>.json. ``commands`` (``{run: command}``) overrides the
-    command recorded for a run (what was really typed, when it was not :data:`COMMANDS`'s). A run
-    named in ``sources`` must have its file there; under ``runs_dir`` missing runs are skipped."""
-    sources, commands = dict(sources or {}), dict(commands or {})
-    for run in [*sources, *commands]:
+    default run), into docs/results/<run>.json, with the run's own command and commit
+    (:func:`provenance`). A run named in ``sources`` must have its file there; under
+    ``runs_dir`` missing runs are skipped."""
+    sources = dict(sources or {})
+    for run in sources:
         if run not in COMMANDS:
             raise ValueError(f"unknown run {run!r}: collect one of {sorted(COMMANDS)}.")
-    for run in commands:
-        if run not in sources and not (runs_dir and os.path.isdir(os.path.join(runs_dir, run))):
-            raise ValueError(f"--command {run}=...: {run} is not being collected; add --collect {run}=DIR.")
     dirs = {run: (os.path.join(runs_dir, run), f"runs/{run}") for run in COMMANDS if runs_dir}
     dirs.update({run: (d, _source_label(d)) for run, d in sources.items()})
     os.makedirs(RESULTS, exist_ok=True)
-    commit = _head_commit()
     written = []
     for run, (src, label) in dirs.items():
-        command = commands.get(run, COMMANDS[run])
         name = SUMMARIES.get(run, "metrics.json")
         path = os.path.join(src, name)
         if not os.path.exists(path):
             if run in sources:
                 raise FileNotFoundError(f"--collect {run}={sources[run]}: no {name} there.")
             continue
-        head = {"command": command, "measured": _date(path), "commit": commit, "source": f"{label}/{name}"}
+        made = provenance(run, src)
+        head = {"command": made.pop("command"), "measured": _date(path), "commit": made.pop("commit"),
+                "source": f"{label}/{name}", **made}
         with open(path) as f:
             found = json.load(f)
         if run in ("fashion_mnist-study", "fashion_mnist-chains"):
@@ -454,9 +471,9 @@ def collect(runs_dir: str | None = None, *, sources: dict[str, str] | None = Non
     return written
 
 
-def collect_args(collects: list[str], commands: list[str]) -> dict:
-    """``collect``'s keyword arguments from ``--collect`` values (one ``RUNS_DIR``, or any number
-    of ``RUN=DIR``) and ``--command RUN=CMD`` values."""
+def collect_args(collects: list[str]) -> dict:
+    """``collect``'s keyword arguments from ``--collect`` values: one ``RUNS_DIR``, or any number
+    of ``RUN=DIR``."""
     runs_dirs, sources = [], {}
     for value in collects:
         run, sep, directory = value.partition("=")
@@ -468,14 +485,7 @@ def collect_args(collects: list[str], commands: list[str]) -> dict:
             runs_dirs.append(value)
     if len(runs_dirs) > 1:
         raise ValueError(f"--collect takes one RUNS_DIR, got {runs_dirs}; name other runs as RUN=DIR.")
-    overrides = {}
-    for value in commands:
-        run, sep, command = value.partition("=")
-        if not sep or not command:
-            raise ValueError(f"--command {value!r}: expected RUN=COMMAND, e.g. --command "
-                             f"\"fashion_mnist-default=python -m experiments.fashion_mnist\".")
-        overrides[run] = command
-    return {"runs_dir": runs_dirs[0] if runs_dirs else None, "sources": sources, "commands": overrides}
+    return {"runs_dir": runs_dirs[0] if runs_dirs else None, "sources": sources}
 
 
 def main(argv=None) -> int:
@@ -484,14 +494,10 @@ def main(argv=None) -> int:
     parser.add_argument("--collect", metavar="RUNS_DIR|RUN=DIR", action="append", default=[],
                         help="first copy the runs' metrics into docs/results/: every run under RUNS_DIR/<run>/, "
                              "or run RUN from DIR (repeatable)")
-    parser.add_argument("--command", metavar="RUN=CMD", action="append", default=[],
-                        help="with --collect: the command to record for RUN instead of its usual one (repeatable)")
     args = parser.parse_args(argv)
-    if args.command and not args.collect:
-        parser.error("--command records the command of a collected run: add --collect RUN=DIR.")
     if args.collect:
         try:
-            written = collect(**collect_args(args.collect, args.command))
+            written = collect(**collect_args(args.collect))
         except (ValueError, FileNotFoundError) as err:
             parser.error(str(err))
         print("collected:", ", ".join(written) or "nothing")

@@ -1,6 +1,7 @@
 """The README and docs/ stay true: short README, tables equal to their run JSON, links that
 resolve, commands in their module form, and a README example that runs."""
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -60,37 +61,49 @@ def test_every_generated_table_has_json_or_is_static():
             assert m["static"] or rt.TABLES[m["name"]]() is not None, f"{path}: {m['name']} has no JSON"
 
 
-def test_collect_takes_a_run_from_its_own_directory_with_its_real_command(tmp_path, monkeypatch):
-    """--collect RUN=DIR --command RUN=CMD: the JSON records DIR as its source and CMD as its command
-    (the default run collected from a study row had both edited by hand)."""
+def test_collect_copies_the_commit_and_command_the_run_recorded(tmp_path, monkeypatch):
+    """--collect RUN=DIR: the JSON names DIR as its source and takes the command and commit from the
+    run's own run.json (written at its start), not from this checkout's HEAD; a rerun stays listed."""
+    from experiments import common
+
     rt = _results_tables()
     monkeypatch.setattr(rt, "RESULTS", str(tmp_path / "results"))  # never docs/results
     row = tmp_path / "study" / "row2"
     row.mkdir(parents=True)
+    argv = ["--preset", "default", "--out", str(row), "--set", "train.monitor_every_seconds=120"]
+    first = common.record_run(str(row), "experiments.fashion_mnist", argv)
+    first_run = dict(first)
+    (row / "run.json").write_text(json.dumps(dict(first, commit="abc1234")))  # as if run at another commit
+    common.record_run(str(row), "experiments.fashion_mnist", argv)  # resumed later
     (row / "metrics.json").write_text('{"fd": 1.5}')
-    args = rt.collect_args([f"fashion_mnist-default={row}"], ["fashion_mnist-default=python -m x --rows 2"])
-    assert rt.collect(**args) == ["fashion_mnist-default"]
+    assert rt.collect(**rt.collect_args([f"fashion_mnist-default={row}"])) == ["fashion_mnist-default"]
     got = rt.load("fashion_mnist-default")
-    assert got["metrics"] == {"fd": 1.5} and got["command"] == "python -m x --rows 2"
+    assert got["metrics"] == {"fd": 1.5} and got["commit"] == "abc1234"
+    assert got["command"] == first_run["command"] == "python -m experiments.fashion_mnist " + " ".join(argv)
+    assert got["called_by"] == common.process_command()  # main was called by pytest, not typed
+    assert [r["command"] for r in got["reruns"]] == [first_run["command"]]
     assert got["source"] == f"{row}/metrics.json"  # outside the repository: its absolute path
     assert rt._source_label(os.path.join(ROOT, "runs", "study", "row2")) == "runs/study/row2"  # inside: relative
-    # a RUNS_DIR beside it keeps the usual commands and runs/<run> sources
+
+
+def test_collect_marks_a_run_that_did_not_record_its_commit(tmp_path, monkeypatch):
+    """A run older than run.json: the usual command and the collecting HEAD, each marked as such."""
+    rt = _results_tables()
+    monkeypatch.setattr(rt, "RESULTS", str(tmp_path / "results"))
     runs = tmp_path / "runs"
     (runs / "toy2d-default").mkdir(parents=True)
     (runs / "toy2d-default" / "metrics.json").write_text('{"kl": 0.1}')
-    assert rt.collect(**rt.collect_args([str(runs), f"fashion_mnist-default={row}"], [])) == [
-        "toy2d-default", "fashion_mnist-default"]
+    assert rt.collect(**rt.collect_args([str(runs)])) == ["toy2d-default"]
     toy = rt.load("toy2d-default")
-    assert (toy["command"], toy["source"]) == (rt.COMMANDS["toy2d-default"], "runs/toy2d-default/metrics.json")
-    assert rt.load("fashion_mnist-default")["command"] == rt.COMMANDS["fashion_mnist-default"]
+    assert toy["commit"] == f"{rt._head_commit()} (collected; run did not record its commit)"
+    assert toy["command"] == f"{rt.COMMANDS['toy2d-default']} (collected; run did not record its command)"
+    assert toy["source"] == "runs/toy2d-default/metrics.json" and "reruns" not in toy
     with pytest.raises(ValueError, match=r"unknown run 'fashion_mnist-deflaut'"):
-        rt.collect_args([f"fashion_mnist-deflaut={row}"], [])
-    with pytest.raises(ValueError, match=r"fashion_mnist_dde-default is not being collected"):
-        rt.collect(**rt.collect_args([f"fashion_mnist-default={row}"], ["fashion_mnist_dde-default=python -m y"]))
+        rt.collect_args([f"fashion_mnist-deflaut={runs}"])
     with pytest.raises(FileNotFoundError, match=r"no metrics.json there"):
         rt.collect(sources={"fashion_mnist_dde-default": str(tmp_path)})
-    with pytest.raises(SystemExit):  # --command alone collects nothing
-        rt.main(["--command", "fashion_mnist-default=python -m x"])
+    with pytest.raises(SystemExit):  # --command is gone: runs record their own
+        rt.main(["--collect", str(runs), "--command", "toy2d-default=python -m x"])
 
 
 def test_mdsm_tables_are_generated_from_the_default_run():

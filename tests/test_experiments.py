@@ -16,7 +16,7 @@ from conftest import FASHION_RUN_GROUP, run_main, tree_equal
 
 from dsm_jax import config, runlog
 from dsm_jax import toy as toys
-from experiments import fashion_mnist, toy2d
+from experiments import common, fashion_mnist, toy2d
 from experiments import toy2d_dde_study as study
 
 SMOKE_TOY = "eight_gaussians"
@@ -31,6 +31,16 @@ def toy_run(tmp_path_factory):
     results, _ = run_main(toy2d.main, ["--preset", "smoke", "--out", str(out), "--no-progress",
                                        "--set", f"toys={SMOKE_TOY}"])
     return out, results
+
+
+@TOY_SMOKE
+def test_toy2d_smoke_records_its_commit_and_command(toy_run):
+    """run.json: the code that made the run (the commit results_tables copies), written at its start."""
+    out, _ = toy_run
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"] == (f"python -m experiments.toy2d --preset smoke --out {out} --no-progress "
+                                 f"--set toys={SMOKE_TOY}")
+    assert record["commit"] == common.code_version()["commit"] and "reruns" not in record
 
 
 @TOY_SMOKE

@@ -66,6 +66,33 @@ class TestInpainting:
         np.testing.assert_array_equal(mean[observed > 0], x[observed > 0])
         np.testing.assert_allclose(mean[0, 3:], train.mean(0)[3:], rtol=1e-6)
 
+    def test_evaluate_inpainting_scores_a_fill_beside_both_baselines_with_per_kind_keys(self):
+        """A fill that is the mean-image baseline scores exactly its PSNR; a perfect fill of a
+        training image is the nearest baseline's; each kind's mask comes from fold_in(key, i)."""
+        rng = np.random.default_rng(1)
+        train = rng.uniform(size=(40, 8, 8, 1)).astype(np.float32)
+        truth = train[[3, 9, 27]]
+        mean_img = train.mean(0)
+        calls = []
+
+        def mean_fill(params, key, x, free_mask):
+            calls.append(np.asarray(x))
+            return jnp.where(free_mask > 0, mean_img, x)
+
+        init = lambda k, n: jnp.full((n, 8, 8, 1), 0.5)  # noqa: E731
+        key = jax.random.key(5)
+        got = inpainting.evaluate_inpainting(mean_fill, None, key, truth, train, init)
+        assert list(got) == list(inpainting.MASK_KINDS)
+        for i, (kind, r) in enumerate(got.items()):
+            k_mask = jax.random.split(jax.random.fold_in(key, i), 3)[0]
+            np.testing.assert_array_equal(r.observed, inpainting.observed_mask(kind, truth.shape, k_mask))
+            np.testing.assert_array_equal(calls[i], np.where(r.observed > 0, truth, 0.5))  # the chain's start
+            assert r.psnr["model"] == r.psnr["mean_image"]
+            assert r.psnr["nearest_train"] == 120.0  # exact neighbour: MSE floored at 1e-12
+            np.testing.assert_array_equal(r.nearest, truth)
+        with pytest.raises(ValueError, match="`kinds`"):
+            inpainting.evaluate_inpainting(mean_fill, None, key, truth, train, init, kinds="lower_half")
+
     def test_inpainter_never_changes_observed_pixels(self, tiny_resnet):
         energy_fn, params = tiny_resnet
         x = jax.random.uniform(jax.random.key(2), (3, 16, 16, 1))
