@@ -23,7 +23,7 @@ def is_real_number(value) -> bool:
 
 def is_finite_number(value) -> bool:
     """:func:`is_real_number` and finite (no NaN, no inf)."""
-    return is_real_number(value) and bool(np.isfinite(value))
+    return is_real_number(value) and value == value and abs(value) != float("inf")  # any int size
 
 
 def check_real(name: str, value) -> np.ndarray:
