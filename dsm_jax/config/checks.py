@@ -26,24 +26,19 @@ def check_fields(config, *, positive_int=(), nonnegative_int=(), positive=(), no
         raise ValueError(f"config field `{name}` must be {need}, got {value(name)!r}; "
                          f"fix it with --set {name}={example}.")
 
-    for name in given(positive_int):
-        if not validation.is_int(value(name)) or value(name) < 1:
-            fail(name, "an int >= 1", 1)
-    for name in given(nonnegative_int):
-        if not validation.is_int(value(name)) or value(name) < 0:
-            fail(name, "an int >= 0", 0)
-    for name in given(positive):
-        if not validation.is_finite_number(value(name)) or value(name) <= 0:
-            fail(name, "a finite number > 0", "<a positive number>")
-    for name in given(nonnegative):
-        if not validation.is_finite_number(value(name)) or value(name) < 0:
-            fail(name, "a finite number >= 0", 0)
-    for name in given(unit_interval):
-        if not validation.is_finite_number(value(name)) or not 0 < value(name) <= 1:
-            fail(name, "in (0, 1]", 0.5)
-    for name in given(open_unit):
-        if not validation.is_finite_number(value(name)) or not 0 <= value(name) < 1:
-            fail(name, "in [0, 1)", 0.9)
+    number, integer = validation.is_finite_number, validation.is_int
+    ranges = (  # (fields, the test each value must pass, what it must be, a --set example), in this order
+        (positive_int, lambda v: integer(v) and v >= 1, "an int >= 1", 1),
+        (nonnegative_int, lambda v: integer(v) and v >= 0, "an int >= 0", 0),
+        (positive, lambda v: number(v) and v > 0, "a finite number > 0", "<a positive number>"),
+        (nonnegative, lambda v: number(v) and v >= 0, "a finite number >= 0", 0),
+        (unit_interval, lambda v: number(v) and 0 < v <= 1, "in (0, 1]", 0.5),
+        (open_unit, lambda v: number(v) and 0 <= v < 1, "in [0, 1)", 0.9),
+    )
+    for names, ok, need, example in ranges:
+        for name in given(names):
+            if not ok(value(name)):
+                fail(name, need, example)
     for lo, hi in ordered:
         a, b = value(lo), value(hi)
         if a > b:
