@@ -119,6 +119,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     picked = pick_rows(args.rows)  # refused before anything runs
     dde = dde_curve(args.dde_run) if args.dde_run else None
+    os.makedirs(args.out, exist_ok=True)
+    common.record_run(args.out, "experiments.fashion_mnist_study", argv)  # each row's directory records its own
     rows = {}
     for name, overrides in picked.items():
         i = list(ROWS).index(name)
